@@ -1,0 +1,1 @@
+//! emu-train: data pipeline, optimizer, the training loop, checkpoints and distributed training.
