@@ -1,0 +1,254 @@
+//! The Emu3 vision tokenizer (SBER-MoVQGAN with temporal layers): pixels <-> code grids.
+//!
+//! An image is encoded as a clip of `temporal_downsample_factor` copies of itself, exactly as the
+//! reference does, but cheaply: the per-frame 2D trunk runs once and its output is tiled in time;
+//! decoding an image runs the 2D trunk on frame 0 only. Both shortcuts are exact because the 2D
+//! trunk sees one frame at a time.
+//!
+//! Shapes: B batch, T frames, T' = T / temporal factor, Z latent channels, E embed_dim,
+//! H/W pixels, h/w = H/8, W/8 the code grid.
+
+pub mod blocks;
+pub mod config;
+pub mod decoder;
+pub mod encoder;
+pub mod layout;
+pub mod quantize;
+
+use crate::checkpoint::{self, Checkpoint};
+use crate::nn::Params;
+use anyhow::{Context, Result, ensure};
+use blocks::CausalConv3d;
+pub use config::VqConfig;
+use decoder::Decoder;
+use encoder::Encoder;
+pub use layout::VqLayout;
+use quantize::{Quantized, Quantizer};
+use std::path::Path;
+use tch::{Device, Kind, Tensor, nn::VarStore};
+
+pub struct VqModel {
+    pub encoder: Encoder,
+    pub decoder: Decoder,
+    pub quantize: Quantizer,
+    pub quant_conv: CausalConv3d,
+    pub post_quant_conv: CausalConv3d,
+    pub config: VqConfig,
+    pub vs: VarStore,
+    /// Most clips per forward pass; larger batches are split (bounds memory).
+    pub batch_size: i64,
+}
+
+/// What a training forward pass returns.
+pub struct VqForward {
+    /// `[B,T,3,H,W]` (images: `[B,1,3,H,W]`, frame 0 only).
+    pub recon: Tensor,
+    pub quantized: Quantized,
+    /// `[B,T',E,h,w]` before quantization, for codebook statistics and restarts.
+    pub z: Tensor,
+}
+
+impl VqModel {
+    /// A randomly initialised tokenizer.
+    pub fn new(config: VqConfig, device: Device, kind: Kind) -> Result<Self> {
+        config.validate()?;
+        let vs = VarStore::new(device);
+        let model = Self::build(&Params::new(&vs, kind), config);
+        Ok(VqModel { vs, ..model })
+    }
+
+    fn build(p: &Params<'_>, config: VqConfig) -> Self {
+        let (z, e) = (config.z_channels, config.embed_dim);
+        VqModel {
+            encoder: Encoder::new(&p.sub("encoder"), &config),
+            decoder: Decoder::new(&p.sub("decoder"), &config),
+            quantize: Quantizer::new(&p.sub("quantize"), config.codebook_size, e),
+            quant_conv: CausalConv3d::new(&p.sub("quant_conv"), z, e, [3, 1, 1], [1, 1, 1]),
+            post_quant_conv: CausalConv3d::new(
+                &p.sub("post_quant_conv"),
+                e,
+                z,
+                [3, 1, 1],
+                [1, 1, 1],
+            ),
+            config,
+            vs: VarStore::new(Device::Cpu),
+            batch_size: 16,
+        }
+    }
+
+    /// Loads a tokenizer folder (config.json + weights) in either layout; a transformers Emu3
+    /// folder works too (its `vq_config` and `vqmodel.*` tensors are used).
+    pub fn load(dir: &Path, device: Device, kind: Kind) -> Result<Self> {
+        let config = VqConfig::from_file(&dir.join("config.json"))?;
+        let ckpt = Checkpoint::open(dir)?;
+        let mut model = Self::new(config, device, kind)?;
+        model.load_weights(&ckpt)?;
+        Ok(model)
+    }
+
+    /// Copies weights from `ckpt` (layout auto-detected), checking coverage both ways.
+    pub fn load_weights(&mut self, ckpt: &Checkpoint) -> Result<VqLayout> {
+        let layout = VqLayout::detect(ckpt)?;
+        checkpoint::load_into(&self.vs.variables(), ckpt, &layout, "VQ tokenizer")?;
+        Ok(layout)
+    }
+
+    /// Writes a tokenizer folder in BAAI's original layout: config.json and model.safetensors.
+    pub fn save(&self, dir: &Path) -> Result<()> {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let mut cfg = serde_json::to_value(&self.config)?;
+        cfg["architectures"] = serde_json::json!(["Emu3VisionVQModel"]);
+        cfg["model_type"] = serde_json::json!("Emu3VisionVQ");
+        checkpoint::write_atomic(&dir.join("config.json"), &serde_json::to_string_pretty(&cfg)?)?;
+        checkpoint::save_atomic(
+            &checkpoint::sorted_vars(&self.vs.variables()),
+            &dir.join("model.safetensors"),
+        )
+    }
+
+    pub fn device(&self) -> Device {
+        self.vs.device()
+    }
+
+    fn temporal(&self) -> i64 {
+        self.config.temporal_downsample_factor
+    }
+
+    /// Runs `f` over `x` in slices of `batch_size` along dim 0.
+    fn chunked(&self, x: &Tensor, f: impl Fn(&Tensor) -> Tensor) -> Tensor {
+        let n = x.size()[0];
+        if n <= self.batch_size {
+            return f(x);
+        }
+        let parts: Vec<Tensor> = x.split(self.batch_size, 0).iter().map(f).collect();
+        Tensor::cat(&parts, 0)
+    }
+
+    fn check_pixels(&self, x: &Tensor, what: &str) {
+        let s = x.size();
+        let f = self.config.spatial_factor();
+        let (h, w) = (s[s.len() - 2], s[s.len() - 1]);
+        assert!(
+            s[s.len() - 3] == self.config.in_channels && h % f == 0 && w % f == 0 && h > 0 && w > 0,
+            "{what}: expected {} channels and H, W multiples of {f}, got shape {s:?}",
+            self.config.in_channels
+        );
+    }
+
+    /// `[B,Z,T',h,w]`-style conv on `[B,T',C,h,w]` tensors.
+    fn time_conv(conv: &CausalConv3d, x: &Tensor) -> Tensor {
+        conv.forward(&x.permute([0, 2, 1, 3, 4])).permute([0, 2, 1, 3, 4])
+    }
+
+    /// Encoder output before `quant_conv`: `[B,3,H,W] -> [B,T',Z,h,w]` (fast image path).
+    pub fn image_latents(&self, x: &Tensor) -> Tensor {
+        assert_eq!(x.dim(), 4, "image_latents takes [B,3,H,W], got {:?}", x.size());
+        self.check_pixels(x, "image_latents");
+        tch::no_grad(|| self.chunked(x, |x| self.encoder.forward_image(x, self.temporal(), false)))
+    }
+
+    /// Encoder output before `quant_conv`: `[B,T,3,H,W] -> [B,T',Z,h,w]`.
+    pub fn video_latents(&self, x: &Tensor) -> Result<Tensor> {
+        ensure!(x.dim() == 5, "video_latents takes [B,T,3,H,W], got {:?}", x.size());
+        let t = x.size()[1];
+        ensure!(
+            t > 0 && t % self.temporal() == 0,
+            "a video must have a multiple of {} frames, got {t}: the tokenizer turns each {} frames into one \
+             latent frame and the reference silently drops the rest\nhint: trim the clip, or pad it by repeating \
+             its last frame (emu_tokenizer::vq::pad_frames)",
+            self.temporal(),
+            self.temporal()
+        );
+        self.check_pixels(x, "video_latents");
+        Ok(tch::no_grad(|| self.chunked(x, |x| self.encoder.forward(x, false))))
+    }
+
+    /// `[B,3,H,W]` in [-1,1] -> codes `[B,h,w]`.
+    pub fn encode_images(&self, x: &Tensor) -> Tensor {
+        let z = self.image_latents(x);
+        tch::no_grad(|| self.quantize.codes(&Self::time_conv(&self.quant_conv, &z))).squeeze_dim(1)
+    }
+
+    /// `[B,T,3,H,W]` in [-1,1] (T a multiple of the temporal factor) -> codes `[B,T',h,w]`.
+    pub fn encode_video(&self, x: &Tensor) -> Result<Tensor> {
+        let z = self.video_latents(x)?;
+        Ok(tch::no_grad(|| self.quantize.codes(&Self::time_conv(&self.quant_conv, &z))))
+    }
+
+    /// The reference's literal image path: repeat the image in time and run the whole encoder.
+    pub fn encode_images_clip(&self, x: &Tensor) -> Tensor {
+        let clip = x.unsqueeze(1).repeat([1, self.temporal(), 1, 1, 1]);
+        self.encode_video(&clip).expect("a repeated image has the right frame count").squeeze_dim(1)
+    }
+
+    fn decode(&self, codes: &Tensor, first_frame_only: bool) -> Tensor {
+        let k = self.config.codebook_size;
+        let (lo, hi) = (codes.min().int64_value(&[]), codes.max().int64_value(&[]));
+        assert!(lo >= 0 && hi < k, "codes must lie in [0, {k}), got values in [{lo}, {hi}]");
+        let codes = codes.to_device(self.device());
+        tch::no_grad(|| {
+            self.chunked(&codes, |c| {
+                let zq = self.quantize.lookup(c);
+                let z = Self::time_conv(&self.post_quant_conv, &zq);
+                self.decoder.forward(&z, &zq, first_frame_only, false)
+            })
+        })
+    }
+
+    /// Codes `[B,h,w]` -> images `[B,3,H,W]` in about [-1,1] (frame 0 of the decoded clip).
+    pub fn decode_images(&self, codes: &Tensor) -> Tensor {
+        assert_eq!(codes.dim(), 3, "decode_images takes codes [B,h,w], got {:?}", codes.size());
+        self.decode(&codes.unsqueeze(1), true).squeeze_dim(1)
+    }
+
+    /// Codes `[B,T',h,w]` -> video `[B,T,3,H,W]`.
+    pub fn decode_video(&self, codes: &Tensor) -> Tensor {
+        assert_eq!(codes.dim(), 4, "decode_video takes codes [B,T',h,w], got {:?}", codes.size());
+        self.decode(codes, false)
+    }
+
+    /// The reference's literal image path: decode every frame, keep frame 0.
+    pub fn decode_images_clip(&self, codes: &Tensor) -> Tensor {
+        self.decode(&codes.unsqueeze(1), false).select(1, 0)
+    }
+
+    /// Decodes the quantized latent vectors `[B,T',E,h,w]` directly (no code lookup).
+    pub fn decode_latents(&self, zq: &Tensor, first_frame_only: bool) -> Tensor {
+        tch::no_grad(|| {
+            let z = Self::time_conv(&self.post_quant_conv, zq);
+            self.decoder.forward(&z, zq, first_frame_only, false)
+        })
+    }
+
+    /// Training forward with gradients: `[B,T,3,H,W]` clips, or `[B,3,H,W]` images (encoded as
+    /// clips of themselves, frame 0 reconstructed).
+    pub fn forward_train(&self, x: &Tensor) -> VqForward {
+        let image = x.dim() == 4;
+        let latent = if image {
+            self.encoder.forward_image(x, self.temporal(), true)
+        } else {
+            self.encoder.forward(x, true)
+        };
+        let z = Self::time_conv(&self.quant_conv, &latent);
+        let quantized = self.quantize.quantize(&z);
+        let post = Self::time_conv(&self.post_quant_conv, &quantized.z_q);
+        let recon = self.decoder.forward(&post, &quantized.z_q, image, true);
+        VqForward { recon, quantized, z }
+    }
+
+    pub fn num_parameters(&self) -> i64 {
+        self.vs.trainable_variables().iter().map(|t| t.numel() as i64).sum()
+    }
+}
+
+/// Pads a `[B,T,C,H,W]` clip to a multiple of `factor` frames by repeating its last frame.
+pub fn pad_frames(x: &Tensor, factor: i64) -> Tensor {
+    let t = x.size()[1];
+    let pad = (factor - t % factor) % factor;
+    if pad == 0 {
+        return x.shallow_clone();
+    }
+    let last = x.narrow(1, t - 1, 1).expand([-1, pad, -1, -1, -1], false);
+    Tensor::cat(&[x, &last], 1)
+}
