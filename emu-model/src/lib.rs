@@ -1,4 +1,17 @@
 //! emu-model: the Emu3 decoder-only transformer on libtorch.
 //!
-//! It owns the model config, weight loading (both checkpoint layouts), the KV cache, and the
-//! generation engine (sampling, classifier-free guidance, structural constraints).
+//! It owns the model config, weight loading (every checkpoint layout), the KV cache, the
+//! training objective, and the generation engine.
+
+pub mod cache;
+pub mod config;
+pub mod layers;
+pub mod layout;
+pub mod model;
+pub mod objective;
+pub mod parity;
+
+pub use cache::KvCache;
+pub use config::Emu3Config;
+pub use layout::LmLayout;
+pub use model::Emu3ForCausalLM;

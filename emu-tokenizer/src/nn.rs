@@ -38,6 +38,10 @@ impl<'a> Params<'a> {
         self.kind
     }
 
+    pub fn device(&self) -> tch::Device {
+        self.path.device()
+    }
+
     /// A trainable parameter.
     pub fn var(&self, name: &str, dims: &[i64], init: Init) -> Tensor {
         self.add(name, dims, init, true, self.kind)

@@ -9,7 +9,7 @@ fn fixture(name: &str) -> PathBuf {
 
 #[test]
 fn vq_matches_the_reference_in_both_layouts() {
-    for name in ["emu3-tiny"] {
+    for name in ["emu3-tiny", "emu3-deep"] {
         let fx = Fixture::open(&fixture(name)).unwrap();
         let rows = vq_checks(&fx);
         println!("{name}:\n{}", table(&rows));
