@@ -2,8 +2,10 @@
 //!
 //! An image is encoded as a clip of `temporal_downsample_factor` copies of itself, exactly as the
 //! reference does, but cheaply: the per-frame 2D trunk runs once and its output is tiled in time;
-//! decoding an image runs the 2D trunk on frame 0 only. Both shortcuts are exact because the 2D
-//! trunk sees one frame at a time.
+//! decoding an image runs the 2D trunk on frame 0 only. Both shortcuts compute the same arithmetic
+//! because the 2D trunk sees one frame at a time: codes are identical, and pixels differ only by
+//! libtorch's batch-size-dependent summation order (the same clip alone or in a batch of 4 differs
+//! as much).
 //!
 //! Shapes: B batch, T frames, T' = T / temporal factor, Z latent channels, E embed_dim,
 //! H/W pixels, h/w = H/8, W/8 the code grid.
