@@ -5,6 +5,7 @@
 
 pub mod cache;
 pub mod config;
+pub mod generate;
 pub mod layers;
 pub mod layout;
 pub mod model;

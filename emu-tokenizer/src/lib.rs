@@ -7,6 +7,8 @@ pub mod checkpoint;
 pub mod image;
 pub mod nn;
 pub mod parity;
+pub mod sequence;
+pub mod vocab;
 pub mod vq;
 
 pub use vq::{VqConfig, VqModel};

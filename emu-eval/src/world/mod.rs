@@ -1,1 +1,3 @@
-//! tmp
+//! The built-in synthetic world.
+pub mod render;
+pub mod scene;
