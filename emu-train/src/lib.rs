@@ -1,1 +1,4 @@
 //! emu-train: data pipeline, optimizer, the training loop, checkpoints and distributed training.
+
+pub mod optim;
+pub mod parity;

@@ -1,3 +1,6 @@
 //! The built-in synthetic world.
+pub mod accuracy;
+pub mod degrade;
+pub mod detect;
 pub mod render;
 pub mod scene;
