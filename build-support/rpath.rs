@@ -14,9 +14,11 @@ fn main() {
     println!("cargo:rerun-if-changed=../build-support/rpath.rs");
     let Ok(lib) = std::env::var("DEP_TCH_LIBTORCH_LIB") else {
         println!("cargo:warning=torch-sys did not report its libtorch folder; no rpath is set");
+        println!("cargo:rustc-env=EMU_LIBTORCH_LIB=");
         return;
     };
     println!("cargo:rustc-link-arg=-Wl,-rpath,{lib}");
+    println!("cargo:rustc-env=EMU_LIBTORCH_LIB={lib}");
     let lib = Path::new(&lib);
     if lib.join("libtorch_cuda.so").exists() {
         println!("cargo:rustc-link-arg=-Wl,--no-as-needed,-ltorch_cuda,--as-needed");

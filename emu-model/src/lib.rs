@@ -6,6 +6,7 @@
 pub mod cache;
 pub mod config;
 pub mod generate;
+pub mod inspect;
 pub mod layers;
 pub mod layout;
 pub mod model;

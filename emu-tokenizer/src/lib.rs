@@ -4,6 +4,7 @@
 //! checkpoint reader every model uses, and the basic named-parameter layers.
 
 pub mod checkpoint;
+pub mod files;
 pub mod image;
 pub mod nn;
 pub mod parity;

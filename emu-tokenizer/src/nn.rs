@@ -55,7 +55,7 @@ impl<'a> Params<'a> {
     fn add(&self, name: &str, dims: &[i64], init: Init, trainable: bool, kind: Kind) -> Tensor {
         let device = self.path.device();
         let t = if self.shape_only {
-            Tensor::zeros([1], (kind, device)).expand(dims, false)
+            Tensor::zeros(vec![1; dims.len().min(1)], (kind, device)).expand(dims, false)
         } else {
             tch::no_grad(|| {
                 let t = nn::init(init, dims, device);

@@ -21,7 +21,9 @@ const CORE_ALPHA: f32 = 0.5;
 const EDGE_ALPHA: f32 = 0.15;
 /// Largest residual from the background→colour line, relative to that line's length, for a
 /// pixel to count as that colour at all (rejects colours outside the palette).
-const MAX_RESIDUAL: f32 = 0.5;
+const MAX_RESIDUAL: f32 = 0.7;
+/// Largest mixing coefficient accepted when fitting a pixel to a palette colour.
+const MAX_ALPHA_FIT: f32 = 1.6;
 /// Smallest core (in fractions of the image area) that can be an object rather than noise.
 const MIN_CORE: f32 = 0.002;
 /// Smallest object mass, fraction of the image area; the smallest world object is ~0.013.
@@ -82,17 +84,21 @@ fn norm2(v: [f32; 3]) -> f32 {
 }
 
 /// Best palette colour for one pixel: (colour index, alpha), if it is an object core pixel.
+/// The colour whose background→colour segment passes nearest to the pixel wins; only then is
+/// the residual judged relative to that segment's length.
 fn classify_core(v: [f32; 3], dirs: &[([f32; 3], f32); 8]) -> Option<(u8, f32)> {
-    let mut best = (f32::MAX, 0u8, 0.0f32);
+    let mut best = (f32::MAX, 0u8, 0.0f32, 0.0f32);
     for (k, &(d, inv)) in dirs.iter().enumerate() {
-        let a = alpha_along(v, d, inv);
-        let res = norm2([v[0] - a * d[0], v[1] - a * d[1], v[2] - a * d[2]]) * inv;
+        // A global colour shift can move the background towards an object colour, making the
+        // object look more than "fully" that colour; allow for it before judging the residual.
+        let a = ((v[0] * d[0] + v[1] * d[1] + v[2] * d[2]) * inv).clamp(0.0, MAX_ALPHA_FIT);
+        let res = norm2([v[0] - a * d[0], v[1] - a * d[1], v[2] - a * d[2]]);
         if res < best.0 {
-            best = (res, k as u8, a);
+            best = (res, k as u8, a, inv);
         }
     }
-    let (res, k, a) = best;
-    (a >= CORE_ALPHA && res <= MAX_RESIDUAL * MAX_RESIDUAL).then_some((k, a))
+    let (res, k, a, inv) = best;
+    (a >= CORE_ALPHA && res * inv <= MAX_RESIDUAL * MAX_RESIDUAL).then_some((k, a))
 }
 
 /// 4-connected components of equal labels (`None` pixels excluded).
@@ -292,6 +298,9 @@ fn measure(
 fn soft_iou(a: &[f32], b: &[[f32; 1]]) -> f32 {
     let (mut inter, mut union) = (0.0f32, 0.0f32);
     for (&x, &[y]) in a.iter().zip(b) {
+        // Edge pixels fainter than EDGE_ALPHA never reach the observed map, so the template
+        // must not be credited or blamed for them either.
+        let y = if y < EDGE_ALPHA { 0.0 } else { y };
         inter += x.min(y);
         union += x.max(y);
     }

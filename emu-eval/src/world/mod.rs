@@ -4,3 +4,4 @@ pub mod degrade;
 pub mod detect;
 pub mod render;
 pub mod scene;
+pub mod video;

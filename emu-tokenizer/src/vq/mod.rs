@@ -59,6 +59,13 @@ impl VqModel {
         Ok(VqModel { vs, ..model })
     }
 
+    /// Names and shapes only (zero-stride parameters, no memory): for inspecting checkpoints.
+    pub fn shape_only(config: VqConfig) -> Self {
+        let vs = VarStore::new(Device::Cpu);
+        let model = Self::build(&Params::shape_only(&vs), config);
+        VqModel { vs, ..model }
+    }
+
     fn build(p: &Params<'_>, config: VqConfig) -> Self {
         let (z, e) = (config.z_channels, config.embed_dim);
         VqModel {
