@@ -9,6 +9,7 @@ pub mod image;
 pub mod nn;
 pub mod parity;
 pub mod sequence;
+pub mod text;
 pub mod vocab;
 pub mod vq;
 

@@ -45,6 +45,27 @@ pub enum Role {
     Target,
 }
 
+impl Role {
+    pub fn to_u8(self) -> u8 {
+        match self {
+            Role::Context => 0,
+            Role::Code => 1,
+            Role::Structure => 2,
+            Role::Target => 3,
+        }
+    }
+
+    pub fn from_u8(v: u8) -> Option<Self> {
+        Some(match v {
+            0 => Role::Context,
+            1 => Role::Code,
+            2 => Role::Structure,
+            3 => Role::Target,
+            _ => return None,
+        })
+    }
+}
+
 /// A token sequence with a role per token; weights follow from the roles.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Sample {
@@ -53,7 +74,7 @@ pub struct Sample {
 }
 
 impl Sample {
-    fn push(&mut self, ids: &[i64], role: Role) {
+    pub fn push(&mut self, ids: &[i64], role: Role) {
         self.ids.extend_from_slice(ids);
         self.roles.extend(std::iter::repeat_n(role, ids.len()));
     }

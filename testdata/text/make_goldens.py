@@ -3,6 +3,16 @@
     /work/venv/bin/pip install tiktoken
     /work/venv/bin/python testdata/text/make_goldens.py            # writes the committed files
     /work/venv/bin/python testdata/text/make_goldens.py --many N OUT  # N random cases, not committed
+    /work/venv/bin/python testdata/text/make_goldens.py --big DIR      # full-size files, not committed
+
+--many writes N random cases for the mini files; the ignored Rust test
+`matches_many_tiktoken_goldens` checks them with EMU3_MANY_GOLDENS=OUT.
+--big writes into DIR an adversarial emu3.tiktoken with the real 151643 ranks (random byte
+strings in random rank order, so many tokens rank before their parts or cannot be built by
+merges), an emu3_vision_tokens.txt shaped like the real one (32771 lines) and many_goldens.json
+(5000 random cases); check with EMU3_MANY_GOLDENS=DIR/many_goldens.json
+EMU3_MANY_RANKS=DIR/emu3.tiktoken, and time loading with EMU3_TOKENIZER_DIR=DIR (test
+`real_emu3_files`).
 
 Files written:
 - mini.tiktoken: a tiny tiktoken ranks file ("<base64 bytes> <rank>"), the 256 single bytes first
@@ -125,7 +135,37 @@ def tiktoken_case(enc: tiktoken.Encoding, text: str) -> dict:
     return {"text": text, "ids": ids, "decoded": enc.decode(ids)}
 
 
+def big_files(out: Path) -> None:
+    rng = random.Random(99)
+    specials = set(BASE_SPECIALS + VISION)
+    blob = "".join(random_cases(20000, seed=5) + [CORPUS]).encode()
+    ranks = {bytes([i]): i for i in range(256)}
+    tokens = list(ranks)
+    while len(ranks) < SPECIAL_START_ID:
+        if rng.random() < 0.5:
+            at = rng.randrange(len(blob) - 16)
+            tok = blob[at : at + rng.randint(2, 12)]
+        else:
+            tok = rng.choice(tokens[-5000:] if rng.random() < 0.5 else tokens) + rng.choice(tokens)
+            if len(tok) > 16:
+                continue
+        if tok not in ranks and tok.decode("utf-8", "replace") not in specials:
+            ranks[tok] = len(ranks)
+            tokens.append(tok)
+    out.mkdir(parents=True, exist_ok=True)
+    lines = [f"{base64.b64encode(tok).decode()} {rank}" for tok, rank in ranks.items()]
+    (out / "emu3.tiktoken").write_text("\n".join(lines) + "\n")
+    vision = VISION[:3] + [f"<|visual token {i:06d}|>" for i in range(32768)]
+    (out / "emu3_vision_tokens.txt").write_text("\n".join(vision) + "\n")
+    enc = tiktoken_encoding(ranks)
+    cases = [tiktoken_case(enc, t) for t in random_cases(5000, seed=77) + hand_picked()]
+    (out / "many_goldens.json").write_text(json.dumps({"cases": cases}, ensure_ascii=False))
+
+
 def main() -> None:
+    if len(sys.argv) == 3 and sys.argv[1] == "--big":
+        big_files(Path(sys.argv[2]))
+        return
     ranks = tiktoken_ranks()
     if len(sys.argv) == 4 and sys.argv[1] == "--many":
         enc = tiktoken_encoding(ranks)

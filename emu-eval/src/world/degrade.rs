@@ -159,12 +159,14 @@ mod tests {
     fn noise_and_shift_have_the_requested_magnitude() {
         let img = RgbImage::from_pixel(64, 64, Rgb([128, 128, 128]));
         let noisy = degrade(&img, &Degradation { noise_std: 8.0, ..Degradation::NONE }, 3);
-        let vals: Vec<f32> = noisy.pixels().flat_map(|p| p.0.map(|v| f32::from(v) - 128.0)).collect();
+        let vals: Vec<f32> =
+            noisy.pixels().flat_map(|p| p.0.map(|v| f32::from(v) - 128.0)).collect();
         let mean = vals.iter().sum::<f32>() / vals.len() as f32;
         let std = (vals.iter().map(|v| (v - mean).powi(2)).sum::<f32>() / vals.len() as f32).sqrt();
         assert!(mean.abs() < 0.5 && (std - 8.0).abs() < 0.4, "mean {mean} std {std}");
         for seed in 0..20 {
-            let shifted = degrade(&img, &Degradation { color_shift: 0.03, ..Degradation::NONE }, seed);
+            let shifted =
+                degrade(&img, &Degradation { color_shift: 0.03, ..Degradation::NONE }, seed);
             let p = shifted.get_pixel(5, 5).0;
             // 128 · (1 ± 0.03) ± 7.65 stays within 128 ± 11.5.
             assert!(p.iter().all(|&v| (116..=140).contains(&v)), "{p:?}");

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use super::degrade::{REFERENCE_SIDE, gaussian_blur};
 use super::render::{coverage, unit_area, unit_extent};
-use super::scene::{Cell, Color, Shape, Size};
+use super::scene::{Cell, Color, Scene, Shape, Size};
 
 /// Alpha above which a pixel is trusted to carry its object's colour.
 const CORE_ALPHA: f32 = 0.5;
@@ -24,6 +24,9 @@ const EDGE_ALPHA: f32 = 0.15;
 const MAX_RESIDUAL: f32 = 0.7;
 /// Largest mixing coefficient accepted when fitting a pixel to a palette colour.
 const MAX_ALPHA_FIT: f32 = 1.6;
+/// Largest RGB distance from an object's mean core colour to its palette colour; off-palette
+/// blobs (brown, black, white) are not world objects, while shifts of a few % stay well inside.
+const MAX_COLOR_DISTANCE: f32 = 80.0;
 /// Smallest core (in fractions of the image area) that can be an object rather than noise.
 const MIN_CORE: f32 = 0.002;
 /// Smallest object mass, fraction of the image area; the smallest world object is ~0.013.
@@ -62,11 +65,12 @@ pub fn estimate_background(img: &RgbImage) -> [f32; 3] {
     let half = (img.width() * img.height()).div_ceil(2);
     hist.map(|h| {
         let mut acc = 0;
-        h.iter().position(|&n| {
-            acc += n;
-            acc >= half
-        })
-        .unwrap_or(0) as f32
+        h.iter()
+            .position(|&n| {
+                acc += n;
+                acc >= half
+            })
+            .unwrap_or(0) as f32
     })
 }
 
@@ -156,7 +160,8 @@ pub fn detect(img: &RgbImage) -> Vec<DetectedObject> {
         let d = sub(c.rgb().map(f32::from), bg);
         (d, 1.0 / norm2(d).max(1.0))
     });
-    let labels: Vec<Option<(u8, f32)>> = px.iter().map(|&p| classify_core(sub(p, bg), &dirs)).collect();
+    let labels: Vec<Option<(u8, f32)>> =
+        px.iter().map(|&p| classify_core(sub(p, bg), &dirs)).collect();
     let min_core = (MIN_CORE * n as f32).max(3.0) as usize;
 
     let mut owner = vec![usize::MAX; n];
@@ -182,13 +187,21 @@ pub fn detect(img: &RgbImage) -> Vec<DetectedObject> {
         for &i in &comp {
             owner[i] = id;
         }
-        blobs.push(Blob { color_rgb: mean, dir, inv_norm2: 1.0 / norm2(dir).max(1.0), pixels: comp });
+        blobs.push(Blob {
+            color_rgb: mean,
+            dir,
+            inv_norm2: 1.0 / norm2(dir).max(1.0),
+            pixels: comp,
+        });
     }
 
     // Grow all blobs together, one ring per round, so contested edge pixels go to the nearer one.
     let rounds = (GROW * w.min(h) as f32).ceil() as usize;
-    let mut frontier: Vec<(usize, usize)> =
-        blobs.iter().enumerate().flat_map(|(b, blob)| blob.pixels.iter().map(move |&i| (b, i))).collect();
+    let mut frontier: Vec<(usize, usize)> = blobs
+        .iter()
+        .enumerate()
+        .flat_map(|(b, blob)| blob.pixels.iter().map(move |&i| (b, i)))
+        .collect();
     for _ in 0..rounds {
         let mut next = Vec::new();
         for &(b, i) in &frontier {
@@ -209,12 +222,12 @@ pub fn detect(img: &RgbImage) -> Vec<DetectedObject> {
     }
 
     let side = w.min(h) as f32;
-    let mut found: Vec<DetectedObject> = blobs
-        .iter()
-        .filter_map(|blob| measure(blob, &px, bg, w, h, side))
-        .collect();
+    let mut found: Vec<DetectedObject> =
+        blobs.iter().filter_map(|blob| measure(blob, &px, bg, w, h, side)).collect();
     found.sort_by(|a, b| {
-        (a.cell.row, a.cell.col).cmp(&(b.cell.row, b.cell.col)).then(a.center[0].total_cmp(&b.center[0]))
+        (a.cell.row, a.cell.col)
+            .cmp(&(b.cell.row, b.cell.col))
+            .then(a.center[0].total_cmp(&b.center[0]))
     });
     found
 }
@@ -240,6 +253,10 @@ fn measure(
         return None;
     }
     let (cx, cy) = (sx / mass, sy / mass);
+    let (color, color_distance) = Color::nearest(blob.color_rgb);
+    if color_distance > MAX_COLOR_DISTANCE {
+        return None;
+    }
 
     // Observed alpha map in a window big enough for every candidate template plus blur tails.
     let sigma_scale = side / REFERENCE_SIDE;
@@ -266,7 +283,15 @@ fn measure(
         let mut template = vec![[0.0f32; 1]; ww * wh];
         for y in 0..wh {
             for x in 0..ww {
-                let a = coverage(shape, cx, cy, r, (x + x0) as u32, (y + y0) as u32, TEMPLATE_SUPERSAMPLE);
+                let a = coverage(
+                    shape,
+                    cx,
+                    cy,
+                    r,
+                    (x + x0) as u32,
+                    (y + y0) as u32,
+                    TEMPLATE_SUPERSAMPLE,
+                );
                 template[y * ww + x] = [a];
             }
         }
@@ -285,13 +310,30 @@ fn measure(
     let center = [cx / w as f32, cy / h as f32];
     Some(DetectedObject {
         shape,
-        color: Color::nearest(blob.color_rgb).0,
+        color,
         size: Size::from_radius(radius(shape) / side),
         center,
         cell: Cell::from_point(center),
         area: mass / (w * h) as f32,
         confidence,
     })
+}
+
+/// What a perfect detector would report for a scene (for chance levels and oracle checks).
+pub fn perfect_detection(scene: &Scene) -> Vec<DetectedObject> {
+    scene
+        .objects
+        .iter()
+        .map(|o| DetectedObject {
+            shape: o.shape,
+            color: o.color,
+            size: o.size,
+            center: o.center(),
+            cell: o.cell,
+            area: unit_area(o.shape) * o.size.radius().powi(2),
+            confidence: 1.0,
+        })
+        .collect()
 }
 
 /// Σ min / Σ max of two soft masks: 1 for identical masks, 0 for disjoint ones.
@@ -310,7 +352,7 @@ fn soft_iou(a: &[f32], b: &[[f32; 1]]) -> f32 {
 #[cfg(test)]
 mod tests {
     use super::super::render::render;
-    use super::super::scene::{Background, Object, Scene};
+    use super::super::scene::{Background, Object};
     use super::*;
 
     fn single(shape: Shape, color: Color, size: Size, cell: Cell) -> Scene {
@@ -327,9 +369,14 @@ mod tests {
                     let found = detect(&render(&scene, 64));
                     assert_eq!(found.len(), 1, "{shape:?} {color:?} {size:?}: {found:?}");
                     let d = found[0];
-                    assert_eq!((d.shape, d.color, d.size, d.cell), (shape, color, size, Cell::new(2, 0)));
+                    assert_eq!(
+                        (d.shape, d.color, d.size, d.cell),
+                        (shape, color, size, Cell::new(2, 0))
+                    );
                     let c = scene.objects[0].center();
-                    assert!((d.center[0] - c[0]).abs() < 0.005 && (d.center[1] - c[1]).abs() < 0.005);
+                    assert!(
+                        (d.center[0] - c[0]).abs() < 0.005 && (d.center[1] - c[1]).abs() < 0.005
+                    );
                     assert!(d.confidence > 0.9, "{shape:?} confidence {}", d.confidence);
                 }
             }

@@ -491,7 +491,11 @@ mod tests {
     #[test]
     fn specs_are_respected() {
         let specs = [
-            ObjectSpec { shape: Some(Shape::Star), cell: Some(Cell::new(0, 0)), ..Default::default() },
+            ObjectSpec {
+                shape: Some(Shape::Star),
+                cell: Some(Cell::new(0, 0)),
+                ..Default::default()
+            },
             ObjectSpec { color: Some(Color::Pink), size: Some(Size::Small), ..Default::default() },
         ];
         let s = Scene::from_specs(&specs, 3);

@@ -28,7 +28,8 @@ pub enum Direction {
 }
 
 impl Direction {
-    pub const ALL: [Direction; 4] = [Direction::Left, Direction::Right, Direction::Up, Direction::Down];
+    pub const ALL: [Direction; 4] =
+        [Direction::Left, Direction::Right, Direction::Up, Direction::Down];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -97,12 +98,14 @@ impl VideoObject {
     /// State at frame `t`, or `None` before it appears.
     pub fn at(&self, t: u32) -> Option<FrameObject> {
         let o = &self.object;
-        let mut f = FrameObject { shape: o.shape, color: o.color, size: o.size, center: o.center() };
+        let mut f =
+            FrameObject { shape: o.shape, color: o.color, size: o.size, center: o.center() };
         match self.event {
             Some(Event::Appears { frame }) if t < frame => return None,
             Some(Event::Moves { direction, speed }) => {
                 let d = direction.delta();
-                f.center = [f.center[0] + d[0] * speed * t as f32, f.center[1] + d[1] * speed * t as f32];
+                f.center =
+                    [f.center[0] + d[0] * speed * t as f32, f.center[1] + d[1] * speed * t as f32];
             }
             Some(Event::ChangesColor { frame, to }) if t >= frame => f.color = to,
             _ => {}
@@ -124,7 +127,10 @@ impl VideoScene {
     /// Checks frame count, distinct start cells, event frames and that movers stay in frame.
     pub fn check(&self) -> anyhow::Result<()> {
         anyhow::ensure!(self.frames >= 2, "video has {} frames, needs at least 2", self.frames);
-        let first = Scene { objects: self.objects.iter().map(|o| o.object).collect(), background: self.background };
+        let first = Scene {
+            objects: self.objects.iter().map(|o| o.object).collect(),
+            background: self.background,
+        };
         first.check()?;
         for (i, o) in self.objects.iter().enumerate() {
             match o.event {
@@ -177,7 +183,11 @@ impl VideoScene {
                     let cell = random_mover_start(direction, &mut rng);
                     // The mover owns the whole line it travels along.
                     free.retain(|c| {
-                        if direction.is_horizontal() { c.row != cell.row } else { c.col != cell.col }
+                        if direction.is_horizontal() {
+                            c.row != cell.row
+                        } else {
+                            c.col != cell.col
+                        }
                     });
                     (cell, Some(direction))
                 }
@@ -189,14 +199,21 @@ impl VideoScene {
                 color: Color::ALL[rng.random_range(0..8)],
                 size: Size::ALL[rng.random_range(0..2)],
                 cell,
-                jitter: [rng.random_range(-MAX_JITTER..=MAX_JITTER), rng.random_range(-MAX_JITTER..=MAX_JITTER)],
+                jitter: [
+                    rng.random_range(-MAX_JITTER..=MAX_JITTER),
+                    rng.random_range(-MAX_JITTER..=MAX_JITTER),
+                ],
             };
             let event = match (kind, event) {
                 (Some(0), Some(direction)) => {
                     let c = object.center();
                     let along = if direction.is_horizontal() { c[0] } else { c[1] };
                     let sign = direction.delta().iter().sum::<f32>();
-                    let room = if sign > 0.0 { 1.0 - MOTION_MARGIN - along } else { along - MOTION_MARGIN };
+                    let room = if sign > 0.0 {
+                        1.0 - MOTION_MARGIN - along
+                    } else {
+                        along - MOTION_MARGIN
+                    };
                     let travel = rng.random_range(0.2..=room.clamp(0.2, 0.45));
                     Some(Event::Moves { direction, speed: travel / (frames - 1) as f32 })
                 }
@@ -282,7 +299,9 @@ mod tests {
                 let objs = v.frame_objects(t);
                 for (i, a) in objs.iter().enumerate() {
                     for b in &objs[i + 1..] {
-                        let d = ((a.center[0] - b.center[0]).powi(2) + (a.center[1] - b.center[1]).powi(2)).sqrt();
+                        let d = ((a.center[0] - b.center[0]).powi(2)
+                            + (a.center[1] - b.center[1]).powi(2))
+                        .sqrt();
                         // Two large objects need 2 · 0.15 · 1.05 ≈ 0.315 to stay apart.
                         assert!(d > 0.3, "seed {seed} frame {t}: objects {d} apart");
                     }
@@ -300,14 +319,27 @@ mod tests {
             cell: Cell::new(0, 1),
             jitter: [0.0, 0.0],
         };
-        let mover = VideoObject { object: base, event: Some(Event::Moves { direction: Direction::Right, speed: 0.05 }) };
+        let mover = VideoObject {
+            object: base,
+            event: Some(Event::Moves { direction: Direction::Right, speed: 0.05 }),
+        };
         assert_eq!(mover.at(4).unwrap().center, [1.0 / 6.0 + 0.2, 0.5]);
         let appear = VideoObject { object: base, event: Some(Event::Appears { frame: 3 }) };
         assert!(appear.at(2).is_none() && appear.at(3).is_some());
-        let turn = VideoObject { object: base, event: Some(Event::ChangesColor { frame: 5, to: Color::Blue }) };
-        assert_eq!((turn.at(4).unwrap().color, turn.at(5).unwrap().color), (Color::Red, Color::Blue));
+        let turn = VideoObject {
+            object: base,
+            event: Some(Event::ChangesColor { frame: 5, to: Color::Blue }),
+        };
+        assert_eq!(
+            (turn.at(4).unwrap().color, turn.at(5).unwrap().color),
+            (Color::Red, Color::Blue)
+        );
 
-        let video = VideoScene { objects: vec![appear, turn], background: Background::Plain { base: [128; 3] }, frames: 8 };
+        let video = VideoScene {
+            objects: vec![appear, turn],
+            background: Background::Plain { base: [128; 3] },
+            frames: 8,
+        };
         assert!(video.check().unwrap_err().to_string().contains("share cell"));
         let frames = render_video(&VideoScene { objects: vec![appear], ..video }, 32);
         assert_eq!(frames.len(), 8);

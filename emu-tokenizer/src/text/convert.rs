@@ -3,17 +3,19 @@
 //!
 //! tiktoken merges, inside one pre-token, the adjacent pair whose *concatenation* has the lowest
 //! rank; a `tokenizers` BPE merges the adjacent pair with the lowest *merge index*. The two agree
-//! when every reachable token T has exactly one merge, `(a, b)`, placed at T's rank, where `a|b`
-//! is the split that tiktoken's own BPE reaches when run on T's bytes while only merging ranks
-//! below T's. Why that split is the only one tiktoken can ever use: while T's span is being
-//! built inside a longer pre-token, no part crosses the span's edges (else T could not form
-//! there), so the merges inside the span are the lowest-ranked ones of the span, in order, which
-//! is exactly the standalone run. Tokens that run cannot finish in two parts are never built by
-//! merges; tiktoken still emits them when a whole pre-token equals them, which the model's
-//! `ignore_merges` reproduces.
+//! when every token T that merges can build gets exactly one merge `(a, b)`, listed at T's rank,
+//! where `a|b` is the last step of tiktoken's own BPE run on T's bytes alone. That is the only
+//! way tiktoken ever builds T: while T's span forms inside a longer pre-token no part crosses
+//! the span's edges (else T could not form there), so the merges inside the span are always the
+//! span's lowest-ranked pair, exactly as in the run on T alone. The run has no rank cut-off: a
+//! file need not rank a token after its parts, and tiktoken does not care. Tokens that run does
+//! not finish are never built by merges; tiktoken still emits them when a whole pre-token equals
+//! them, which the model's `ignore_merges` reproduces.
 //!
-//! transformers' `TikTokenConverter` instead adds every split whose halves are tokens; that is a
-//! superset that can merge in an order tiktoken never would.
+//! transformers' `TikTokenConverter` instead lists every split whose halves are tokens; that
+//! differs from tiktoken where two splits of one token overlap in a pre-token (it then picks by
+//! list order, tiktoken the leftmost). Older converters cut the run at T's rank, which is wrong
+//! for files that rank a token before its parts.
 
 use std::collections::HashMap;
 use std::sync::LazyLock;
@@ -59,8 +61,8 @@ pub fn ranks_to_bpe(ranks: &[(Vec<u8>, u32)]) -> ByteLevelBpe {
     let merges = by_rank
         .par_iter()
         .filter(|(token, _)| token.len() > 1)
-        .filter_map(|(token, rank)| {
-            let at = canonical_split(token, &lookup, *rank)?;
+        .filter_map(|(token, _)| {
+            let at = last_split(token, &lookup)?;
             Some((byte_level(&token[..at]), byte_level(&token[at..])))
         })
         .collect();
@@ -68,19 +70,20 @@ pub fn ranks_to_bpe(ranks: &[(Vec<u8>, u32)]) -> ByteLevelBpe {
     ByteLevelBpe { vocab, merges }
 }
 
-/// Runs tiktoken's BPE on `token`'s bytes using only ranks below `max_rank`; returns the byte
-/// offset of the boundary if it ends in exactly two parts.
-fn canonical_split(token: &[u8], ranks: &HashMap<&[u8], u32>, max_rank: u32) -> Option<usize> {
+/// Runs tiktoken's BPE on `token`'s bytes alone; if it ends in the whole token, returns the
+/// byte offset where its last merge joined two parts.
+fn last_split(token: &[u8], ranks: &HashMap<&[u8], u32>) -> Option<usize> {
     // Part i covers token[starts[i]..starts[i + 1]] (the last one runs to the end).
     let mut starts: Vec<usize> = (0..token.len()).collect();
     let end_of = |starts: &[usize], i: usize| starts.get(i + 1).copied().unwrap_or(token.len());
+    // With two parts left the only pair is the token itself, which is ranked: that is the merge.
     while starts.len() > 2 {
         let mut best: Option<(u32, usize)> = None;
         for i in 0..starts.len() - 1 {
             let pair = &token[starts[i]..end_of(&starts, i + 1)];
             if let Some(&r) = ranks.get(pair) {
                 // Strict `<` keeps the leftmost of equal ranks, as tiktoken does.
-                if r < max_rank && best.is_none_or(|(b, _)| r < b) {
+                if best.is_none_or(|(b, _)| r < b) {
                     best = Some((r, i));
                 }
             }
@@ -88,8 +91,7 @@ fn canonical_split(token: &[u8], ranks: &HashMap<&[u8], u32>, max_rank: u32) -> 
         let (_, i) = best?;
         starts.remove(i + 1);
     }
-    // Two parts left: the pair itself is the token (whose rank is max_rank), so it is the merge.
-    (starts.len() == 2).then(|| starts[1])
+    starts.get(1).copied()
 }
 
 #[cfg(test)]
@@ -112,11 +114,12 @@ mod tests {
         assert_eq!(alphabet.len(), 256);
         assert!(BYTE_CHARS.iter().all(|c| alphabet.contains(c)));
         // Every byte that can occur in UTF-8, through the crate's own pre-tokenizer.
-        let text: String = ['\0', '\n', ' ', 'A', '~', '\u{7f}', 'é', 'ÿ', '中', '🙂', '\u{10FFFF}']
-            .iter()
-            .chain(['\u{80}', '\u{7FF}', '\u{800}', '\u{FFFF}', '\u{10000}'].iter())
-            .collect::<String>()
-            + &(0x80u32..0x800).step_by(7).filter_map(char::from_u32).collect::<String>();
+        let text: String =
+            ['\0', '\n', ' ', 'A', '~', '\u{7f}', 'é', 'ÿ', '中', '🙂', '\u{10FFFF}']
+                .iter()
+                .chain(['\u{80}', '\u{7FF}', '\u{800}', '\u{FFFF}', '\u{10000}'].iter())
+                .collect::<String>()
+                + &(0x80u32..0x800).step_by(7).filter_map(char::from_u32).collect::<String>();
         let mut pre = PreTokenizedString::from(text.as_str());
         ByteLevel::new(false, false, false).pre_tokenize(&mut pre).unwrap();
         let mapped: String = pre
@@ -146,6 +149,14 @@ mod tests {
         let bpe = ranks_to_bpe(&ranks);
         assert_eq!(bpe.merges, [("a".into(), "b".into()), ("Ġ".into(), "Ã".into())]);
         assert_eq!(bpe.vocab["xyz"], 257);
+    }
+
+    #[test]
+    fn tokens_may_rank_before_their_parts() {
+        // tiktoken on "abc": only 'ab' is a pair at first; then 'abc' (ranked lower) completes it.
+        let ranks = bytes_then(&[b"abc", b"ab"]);
+        let bpe = ranks_to_bpe(&ranks);
+        assert_eq!(bpe.merges, [("ab".into(), "c".into()), ("a".into(), "b".into())]);
     }
 
     #[test]

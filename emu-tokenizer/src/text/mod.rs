@@ -9,7 +9,7 @@ mod convert;
 mod tiktoken;
 mod train;
 
-use std::collections::HashMap;
+use std::collections::HashSet;
 use std::path::Path;
 
 use anyhow::{Context, Result, anyhow, bail, ensure};
@@ -37,7 +37,10 @@ impl TextTokenizer {
     /// A HuggingFace tokenizer.json (the Emu3-*-hf layout; also our own).
     pub fn from_file(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).with_context(|| {
-            format!("reading tokenizer file {} (expected a HuggingFace tokenizer.json)", path.display())
+            format!(
+                "reading tokenizer file {} (expected a HuggingFace tokenizer.json)",
+                path.display()
+            )
         })?;
         let inner: Tokenizer = text.parse().map_err(|e| {
             anyhow!(
@@ -58,7 +61,11 @@ impl TextTokenizer {
         let entries = tiktoken::read_ranks(ranks)?;
         let vision = tiktoken::read_vision_tokens(vision_tokens)?;
         let inner = tiktoken::build(&entries, &vision).with_context(|| {
-            format!("building the Emu3 tokenizer from {} and {}", ranks.display(), vision_tokens.display())
+            format!(
+                "building the Emu3 tokenizer from {} and {}",
+                ranks.display(),
+                vision_tokens.display()
+            )
         })?;
         Ok(Self::wrap(inner))
     }
@@ -172,7 +179,7 @@ impl TextTokenizer {
     pub fn add_special_tokens(&mut self, tokens: &[String]) -> Vec<u32> {
         let tokens: Vec<&String> = tokens.iter().filter(|t| !t.is_empty()).collect();
         let fresh: Vec<&String> = {
-            let mut seen = std::collections::HashSet::new();
+            let mut seen = HashSet::new();
             tokens
                 .iter()
                 .copied()
@@ -191,7 +198,8 @@ impl TextTokenizer {
         let added: Vec<AddedToken> = tokens.iter().map(|t| AddedToken::from(*t, true)).collect();
         self.inner.add_special_tokens(&added);
         let ids: Vec<u32> = tokens.iter().filter_map(|t| self.inner.token_to_id(t)).collect();
-        self.vocab_size = self.vocab_size.max(ids.iter().map(|&id| id as usize + 1).max().unwrap_or(0));
+        self.vocab_size =
+            self.vocab_size.max(ids.iter().map(|&id| id as usize + 1).max().unwrap_or(0));
         ids
     }
 
@@ -203,6 +211,7 @@ impl TextTokenizer {
     fn wrap(mut inner: Tokenizer) -> Self {
         // A file may carry padding or truncation settings; ids must never be cut or padded here.
         inner.with_padding(None);
+        // Only setting a truncation can fail (a stride too long for it), not clearing one.
         let _ = inner.with_truncation(None);
         let model_max = inner.get_model().get_vocab().into_values().max();
         let added = inner.get_added_vocabulary().get_added_tokens_decoder();
@@ -252,22 +261,170 @@ fn check_added_ids(inner: &Tokenizer, text: &str) -> Result<()> {
         content: String,
     }
     let file: File = serde_json::from_str(text).context("reading its added_tokens")?;
-    let mut moved: HashMap<&str, (u32, Option<u32>)> = HashMap::new();
-    for added in &file.added_tokens {
-        let got = inner.token_to_id(&added.content);
-        if got != Some(added.id) {
-            moved.insert(&added.content, (added.id, got));
-        }
-    }
+    let moved: Vec<String> = file
+        .added_tokens
+        .iter()
+        .filter_map(|added| {
+            let got = inner.token_to_id(&added.content);
+            (got != Some(added.id))
+                .then(|| format!("{}: file {}, loaded {got:?}", added.content, added.id))
+        })
+        .collect();
     ensure!(
         moved.is_empty(),
-        "{} added token(s) do not get the id the file gives them, e.g. {:?}; the ids of \
+        "{} added token(s) do not get the id the file gives them, e.g. {}; the ids of \
          added_tokens must follow the model vocabulary without gaps or clashes",
         moved.len(),
-        moved.iter().next().map(|(t, (want, got))| format!("{t}: file {want}, loaded {got:?}"))
+        moved[0]
     );
     Ok(())
 }
 
 #[cfg(test)]
-mod tests;
+mod tests {
+    use std::path::PathBuf;
+
+    use serde_json::Value;
+
+    use super::*;
+
+    fn data(name: &str) -> PathBuf {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../testdata/text").join(name)
+    }
+
+    fn mini() -> TextTokenizer {
+        TextTokenizer::from_tiktoken(&data("mini.tiktoken"), &data("mini_vision_tokens.txt"))
+            .unwrap()
+    }
+
+    fn cases(name: &str) -> Vec<Value> {
+        let text = std::fs::read_to_string(data(name)).unwrap();
+        let json: Value = serde_json::from_str(&text).unwrap();
+        json["cases"].as_array().unwrap().clone()
+    }
+
+    fn ids_of(case: &Value) -> Vec<u32> {
+        case["ids"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect()
+    }
+
+    fn tokenizer_json(dir: &Path, edit: impl FnOnce(&mut Value)) -> PathBuf {
+        let path = dir.join("tokenizer.json");
+        mini().save(&path).unwrap();
+        let mut json: Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        edit(&mut json);
+        std::fs::write(&path, json.to_string()).unwrap();
+        path
+    }
+
+    #[test]
+    fn hf_tokenizer_json_matches_python_tokenizers() {
+        // Written by transformers' TikTokenConverter and encoded by Python `tokenizers`.
+        let tok = TextTokenizer::from_file(&data("hf_tokenizer.json")).unwrap();
+        let hf = cases("hf_goldens.json");
+        let reference = cases("tiktoken_goldens.json");
+        assert_eq!(hf.len(), reference.len());
+        for (case, tiktoken) in hf.iter().zip(&reference) {
+            let ids = ids_of(case);
+            assert_eq!(tok.encode(case["text"].as_str().unwrap()).unwrap(), ids, "{case}");
+            assert_eq!(tok.decode(&ids, false).unwrap(), tiktoken["decoded"], "{case}");
+        }
+        assert_eq!(tok.token_to_id("<|endoftext|>"), Some(558));
+        assert_eq!(tok.vocab_size(), 558 + 8);
+    }
+
+    #[test]
+    fn from_dir_prefers_tokenizer_json_then_tiktoken_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = format!("{:#}", TextTokenizer::from_dir(dir.path()).unwrap_err());
+        for name in [TOKENIZER_JSON, TIKTOKEN_RANKS, VISION_TOKENS] {
+            assert!(err.contains(name), "{err}");
+        }
+        std::fs::copy(data("mini.tiktoken"), dir.path().join(TIKTOKEN_RANKS)).unwrap();
+        let err = format!("{:#}", TextTokenizer::from_dir(dir.path()).unwrap_err());
+        assert!(err.contains(&format!("not {VISION_TOKENS}")), "{err}");
+        std::fs::copy(data("mini_vision_tokens.txt"), dir.path().join(VISION_TOKENS)).unwrap();
+        let tok = TextTokenizer::from_dir(dir.path()).unwrap();
+        assert_eq!(tok.token_to_id("<|endoftext|>"), Some(SPECIAL_START_ID));
+        std::fs::copy(data("hf_tokenizer.json"), dir.path().join(TOKENIZER_JSON)).unwrap();
+        let tok = TextTokenizer::from_dir(dir.path()).unwrap();
+        assert_eq!(tok.token_to_id("<|endoftext|>"), Some(558));
+    }
+
+    #[test]
+    fn bad_tokenizer_files_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("missing.json");
+        let err = format!("{:#}", TextTokenizer::from_file(&missing).unwrap_err());
+        assert!(err.contains("missing.json") && err.contains("tokenizer.json"), "{err}");
+        let garbage = dir.path().join("garbage.json");
+        std::fs::write(&garbage, "{\"model\": 3").unwrap();
+        let err = format!("{:#}", TextTokenizer::from_file(&garbage).unwrap_err());
+        assert!(err.contains("garbage.json") && err.contains("not a valid"), "{err}");
+    }
+
+    #[test]
+    fn moved_added_token_ids_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = tokenizer_json(dir.path(), |json| {
+            json["added_tokens"][0]["id"] = 7.into();
+        });
+        let err = format!("{:#}", TextTokenizer::from_file(&path).unwrap_err());
+        assert!(err.contains("<|endoftext|>: file 7, loaded Some(151643)"), "{err}");
+    }
+
+    #[test]
+    fn file_padding_and_truncation_are_ignored() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = tokenizer_json(dir.path(), |json| {
+            json["truncation"] = serde_json::json!({"direction": "Right", "max_length": 2,
+                "strategy": "LongestFirst", "stride": 0});
+        });
+        let tok = TextTokenizer::from_file(&path).unwrap();
+        assert_eq!(
+            tok.encode("one two three four").unwrap(),
+            mini().encode("one two three four").unwrap()
+        );
+    }
+
+    #[test]
+    fn added_specials_are_appended_and_atomic() {
+        let mut tok = mini();
+        let top = tok.vocab_size() as u32;
+        let names = ["<|new a|>", "<|endoftext|>", "", "<|café|>", "<|new a|>"].map(String::from);
+        let ids = tok.add_special_tokens(&names);
+        assert_eq!(ids, [top, SPECIAL_START_ID, top + 1, top]);
+        assert_eq!(tok.vocab_size(), top as usize + 2);
+        let text = "x<|café|>y<|new a|>";
+        let ids = tok.encode(text).unwrap();
+        assert_eq!(ids[1], top + 1);
+        assert_eq!(tok.decode(&ids, false).unwrap(), text);
+        assert_eq!(tok.decode(&ids, true).unwrap(), "xy");
+    }
+
+    #[test]
+    fn specials_added_to_a_vocabulary_with_holes_do_not_clash() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tokenizer.json");
+        let json = serde_json::json!({"version": "1.0", "added_tokens": [],
+            "model": {"type": "WordLevel", "vocab": {"a": 0, "b": 1, "c": 3}, "unk_token": "a"},
+            "pre_tokenizer": {"type": "Whitespace"}});
+        std::fs::write(&path, json.to_string()).unwrap();
+        let mut tok = TextTokenizer::from_file(&path).unwrap();
+        assert_eq!(tok.vocab_size(), 4);
+        assert_eq!(tok.add_special_tokens(&["<s>".into(), "<t>".into()]), [4, 5]);
+        assert_eq!(tok.encode("c <s> b<t>").unwrap(), [3, 4, 1, 5]);
+        assert_eq!(tok.id_to_token(3).as_deref(), Some("c"));
+    }
+
+    #[test]
+    fn skipped_specials_do_not_split_a_character() {
+        let tok = mini();
+        // 你 is e4 bd a0; single bytes have rank = byte value in these files.
+        let ids = [0xe4, 0xbd, SPECIAL_START_ID, 0xa0];
+        assert_eq!(tok.decode(&ids, true).unwrap(), "你");
+        assert_eq!(tok.decode(&ids, false).unwrap(), "\u{fffd}<|endoftext|>\u{fffd}");
+        let err = tok.decode(&[5, 151000], false).unwrap_err().to_string();
+        assert!(err.contains("151000"), "{err}");
+    }
+}

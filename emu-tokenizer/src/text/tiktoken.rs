@@ -7,8 +7,13 @@
 //! already holds that token. So the specials are placed in the BPE vocabulary at their exact ids
 //! *and* registered as special added tokens (which then reuse those ids). No merge produces them
 //! and the added-token splitter takes them out before the BPE runs, so they behave purely as
-//! atomic specials; a small ranks file simply leaves a hole of unused ids below 151643. With the
+//! atomic specials (nor can the whole-piece lookup hit one: Qwen's regex never yields a pre-token
+//! like `<|…|>`). A small ranks file simply leaves a hole of unused ids below 151643; with the
 //! real file (151643 ranks) there is no hole and the ids are those of Emu3-*-hf.
+//!
+//! One known difference: the reference NFC-normalises the whole text before finding specials,
+//! `tokenizers` only the text between them, so a combining mark that NFC would fold into a
+//! special's closing `>` (U+0338, giving `≯`) keeps the special here and breaks it there.
 
 use std::collections::HashSet;
 use std::path::Path;
@@ -31,7 +36,10 @@ use super::convert::ranks_to_bpe;
 pub const SPECIAL_START_ID: u32 = 151643;
 
 /// Qwen's pre-tokenisation regex, as used by the reference.
-pub const QWEN_PATTERN: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+pub const QWEN_PATTERN: &str = concat!(
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*",
+    r"|\s*[\r\n]+|\s+(?!\S)|\s+"
+);
 
 /// The specials every Emu3 tokenizer has before its vision tokens, in id order.
 pub fn base_specials() -> Vec<String> {
@@ -43,7 +51,10 @@ pub fn base_specials() -> Vec<String> {
 /// Returns the entries in file order.
 pub fn read_ranks(path: &Path) -> Result<Vec<(Vec<u8>, u32)>> {
     let raw = std::fs::read(path).with_context(|| {
-        format!("reading tiktoken ranks file {} (expected lines '<base64 token> <rank>')", path.display())
+        format!(
+            "reading tiktoken ranks file {} (expected lines '<base64 token> <rank>')",
+            path.display()
+        )
     })?;
     let text = std::str::from_utf8(&raw).map_err(|e| {
         anyhow::anyhow!(
@@ -69,9 +80,9 @@ pub fn read_ranks(path: &Path) -> Result<Vec<(Vec<u8>, u32)>> {
         let bytes = STANDARD
             .decode(token)
             .with_context(|| format!("{}: token {token:?} is not valid base64", where_()))?;
-        let rank: u32 = rank
-            .parse()
-            .with_context(|| format!("{}: rank {rank:?} is not a non-negative integer", where_()))?;
+        let rank: u32 = rank.parse().with_context(|| {
+            format!("{}: rank {rank:?} is not a non-negative integer", where_())
+        })?;
         ensure!(!bytes.is_empty(), "{}: the token decodes to no bytes", where_());
         ensure!(
             rank < SPECIAL_START_ID,
@@ -90,7 +101,7 @@ pub fn read_ranks(path: &Path) -> Result<Vec<(Vec<u8>, u32)>> {
     ensure!(
         missing.is_empty(),
         "{}: no token for the single byte(s) {:02x?}{}; byte-level BPE needs all 256 bytes \
-         (real tiktoken files list them first)",
+         (real tiktoken files have them)",
         path.display(),
         &missing[..missing.len().min(8)],
         if missing.len() > 8 { " …" } else { "" }
@@ -111,7 +122,8 @@ pub fn read_vision_tokens(path: &Path) -> Result<Vec<String>> {
 
 /// Builds the reference tokenizer from its ranks and the specials after the base ones.
 pub fn build(ranks: &[(Vec<u8>, u32)], vision_tokens: &[String]) -> Result<Tokenizer> {
-    let specials: Vec<String> = base_specials().into_iter().chain(vision_tokens.iter().cloned()).collect();
+    let specials: Vec<String> =
+        base_specials().into_iter().chain(vision_tokens.iter().cloned()).collect();
     let mut bpe = ranks_to_bpe(ranks);
     let mut seen = HashSet::new();
     for (i, special) in specials.iter().enumerate() {
@@ -130,8 +142,12 @@ pub fn build(ranks: &[(Vec<u8>, u32)], vision_tokens: &[String]) -> Result<Token
         .build()
         .map_err(|e| anyhow::anyhow!("building the BPE model from the ranks: {e}"))?;
 
-    let split = Split::new(SplitPattern::Regex(QWEN_PATTERN.into()), SplitDelimiterBehavior::Isolated, false)
-        .map_err(|e| anyhow::anyhow!("compiling Qwen's pre-tokenisation regex: {e}"))?;
+    let split = Split::new(
+        SplitPattern::Regex(QWEN_PATTERN.into()),
+        SplitDelimiterBehavior::Isolated,
+        false,
+    )
+    .map_err(|e| anyhow::anyhow!("compiling Qwen's pre-tokenisation regex: {e}"))?;
     let pre: Vec<PreTokenizerWrapper> =
         vec![split.into(), ByteLevel::new(false, false, false).into()];
     let mut tokenizer = Tokenizer::new(model);
@@ -140,7 +156,8 @@ pub fn build(ranks: &[(Vec<u8>, u32)], vision_tokens: &[String]) -> Result<Token
         .with_pre_tokenizer(Some(Sequence::new(pre)))
         .with_post_processor(Some(ByteLevel::new(false, false, false)))
         .with_decoder(Some(DecoderWrapper::ByteLevel(ByteLevel::default())));
-    let added: Vec<AddedToken> = specials.iter().map(|s| AddedToken::from(s.as_str(), true)).collect();
+    let added: Vec<AddedToken> =
+        specials.iter().map(|s| AddedToken::from(s.as_str(), true)).collect();
     tokenizer.add_special_tokens(&added);
     for (i, special) in specials.iter().enumerate() {
         let want = SPECIAL_START_ID + i as u32;
@@ -252,12 +269,22 @@ mod tests {
     fn real_emu3_files() {
         let dir = PathBuf::from(std::env::var("EMU3_TOKENIZER_DIR").expect("EMU3_TOKENIZER_DIR"));
         let start = std::time::Instant::now();
-        let tok = TextTokenizer::from_tiktoken(&dir.join("emu3.tiktoken"), &dir.join("emu3_vision_tokens.txt"))
-            .unwrap();
+        let tok = TextTokenizer::from_tiktoken(
+            &dir.join("emu3.tiktoken"),
+            &dir.join("emu3_vision_tokens.txt"),
+        )
+        .unwrap();
         eprintln!("loaded in {:?}", start.elapsed());
         assert_eq!(tok.vocab_size(), 184622);
         assert_eq!(tok.token_to_id("<|image start|>"), Some(151852));
         assert_eq!(tok.token_to_id("<|visual token 032767|>"), Some(184621));
+        let dir = tempfile::tempdir().unwrap();
+        tok.save(&dir.path().join("tokenizer.json")).unwrap();
+        let start = std::time::Instant::now();
+        let back = TextTokenizer::from_dir(dir.path()).unwrap();
+        eprintln!("reloaded tokenizer.json in {:?}", start.elapsed());
+        let text = "<|image start|>1*1<|image token|><|visual token 000042|><|image end|> Hi 你";
+        assert_eq!(back.encode(text).unwrap(), tok.encode(text).unwrap());
     }
 
     #[test]
@@ -299,7 +326,10 @@ mod tests {
         let bytes = all_bytes();
         let cases = [
             (format!("{bytes}YWI= 256\nYWJj\n"), "line 258: expected '<base64 token> <rank>'"),
-            (format!("{bytes}YWI= 256\n\nYW!! 257\n"), "line 259: token \"YW!!\" is not valid base64"),
+            (
+                format!("{bytes}YWI= 256\n\nYW!! 257\n"),
+                "line 259: token \"YW!!\" is not valid base64",
+            ),
             (format!("{bytes}YWI= x\n"), "line 257: rank \"x\" is not a non-negative integer"),
             (format!("{bytes}YWI= 255\n"), "line 257: rank 255 is given twice"),
             (format!("{bytes}YQ== 300\n"), "line 257: token \"YQ==\" appears a second time"),

@@ -1,0 +1,307 @@
+//! Question/answer pairs about scenes and videos for understanding (VQA) training and scoring.
+//!
+//! Questions are lowercase words ending in "?"; answers are single words. A question is only
+//! asked when its answer is unambiguous for the scene (e.g. "what color is the star?" needs
+//! exactly one star), and yes/no questions draw the answer first so yes and no are balanced.
+
+use rand::seq::{IndexedRandom, SliceRandom};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+use super::scene::{Color, Object, Relation, Scene};
+use super::text::{Detail, number_word, unique_detail};
+use super::video::{Event, VideoScene};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum QaKind {
+    Color,
+    Shape,
+    Count,
+    Relation,
+    Motion,
+}
+
+impl QaKind {
+    pub const ALL: [QaKind; 5] =
+        [QaKind::Color, QaKind::Shape, QaKind::Count, QaKind::Relation, QaKind::Motion];
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct QaPair {
+    pub kind: QaKind,
+    pub question: String,
+    pub answer: String,
+}
+
+fn qa(kind: QaKind, question: String, answer: &str) -> QaPair {
+    QaPair { kind, question, answer: answer.to_string() }
+}
+
+fn yes_no(b: bool) -> &'static str {
+    if b { "yes" } else { "no" }
+}
+
+/// "red circle" for objects unique by colour and shape.
+fn name(o: &Object) -> String {
+    format!("{} {}", o.color.name(), o.shape.name())
+}
+
+/// One question of each kind the scene supports (Colour, Shape, Count, Relation), each variant
+/// and subject drawn from `seed`.
+pub fn scene_questions(scene: &Scene, seed: u64) -> Vec<QaPair> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let objs = &scene.objects;
+    let mut out = Vec::new();
+
+    let unique_shapes: Vec<&Object> =
+        objs.iter().filter(|o| scene.count_shape(o.shape) == 1).collect();
+    if let Some(o) = unique_shapes.choose(&mut rng) {
+        out.push(qa(
+            QaKind::Color,
+            format!("what color is the {}?", o.shape.name()),
+            o.color.name(),
+        ));
+    }
+    let color_count = |c: Color| objs.iter().filter(|o| o.color == c).count();
+    let unique_colors: Vec<&Object> = objs.iter().filter(|o| color_count(o.color) == 1).collect();
+    if let Some(o) = unique_colors.choose(&mut rng) {
+        out.push(qa(
+            QaKind::Shape,
+            format!("what shape is the {} object?", o.color.name()),
+            o.shape.name(),
+        ));
+    }
+
+    let o = objs.choose(&mut rng).expect("scenes are never empty");
+    out.push(match rng.random_range(0..3) {
+        0 => qa(QaKind::Count, "how many objects are there?".into(), number_word(objs.len())),
+        1 => qa(
+            QaKind::Count,
+            format!("how many {} are there?", o.shape.plural()),
+            number_word(scene.count_shape(o.shape)),
+        ),
+        _ => qa(
+            QaKind::Count,
+            format!("how many {} objects are there?", o.color.name()),
+            number_word(color_count(o.color)),
+        ),
+    });
+
+    let named: Vec<&Object> = objs
+        .iter()
+        .filter(|o| objs.iter().filter(|p| (p.color, p.shape) == (o.color, o.shape)).count() == 1)
+        .collect();
+    let want_yes: bool = rng.random();
+    let mut options: Vec<(&Object, Relation, &Object, bool)> = Vec::new();
+    for (i, a) in named.iter().enumerate() {
+        for (j, b) in named.iter().enumerate() {
+            if i != j {
+                for rel in Relation::ALL {
+                    options.push((a, rel, b, rel.holds_cells(a.cell, b.cell)));
+                }
+            }
+        }
+    }
+    let preferred: Vec<_> = options.iter().filter(|o| o.3 == want_yes).collect();
+    let pool = if preferred.is_empty() { options.iter().collect() } else { preferred };
+    if let Some(&&(a, rel, b, holds)) = pool.choose(&mut rng) {
+        let q = format!("is the {} {} the {}?", name(a), rel.phrase(), name(b));
+        out.push(qa(QaKind::Relation, q, yes_no(holds)));
+    }
+    out
+}
+
+/// One question drawn uniformly among the kinds the scene supports.
+pub fn sample_question(scene: &Scene, seed: u64) -> QaPair {
+    let qs = scene_questions(scene, seed);
+    let i = ChaCha8Rng::seed_from_u64(seed ^ 0x9a).random_range(0..qs.len());
+    qs[i].clone()
+}
+
+/// Questions about a video: where its event objects go, what they turn into, what appears and
+/// how many objects there are at the end. Objects are named by first-frame colour and shape.
+pub fn video_questions(video: &VideoScene, seed: u64) -> Vec<QaPair> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let objs = &video.objects;
+    let named: Vec<usize> = (0..objs.len())
+        .filter(|&i| unique_detail(objs, i, &[Detail::ColorShape]).is_some())
+        .collect();
+    let mut out = Vec::new();
+    for &i in &named {
+        let o = &objs[i];
+        match o.event {
+            Some(Event::Moves { direction, .. }) => out.push(qa(
+                QaKind::Motion,
+                format!("which way does the {} move?", name(&o.object)),
+                direction.name(),
+            )),
+            Some(Event::ChangesColor { to, .. }) => out.push(qa(
+                QaKind::Color,
+                format!("what color does the {} turn?", name(&o.object)),
+                to.name(),
+            )),
+            _ => {}
+        }
+    }
+    // Balanced yes/no about motion: choose the answer, then an object that gives it.
+    let want_yes: bool = rng.random();
+    let movers: Vec<usize> = named
+        .iter()
+        .copied()
+        .filter(|&i| matches!(objs[i].event, Some(Event::Moves { .. })) == want_yes)
+        .collect();
+    if let Some(&i) = movers.choose(&mut rng) {
+        out.push(qa(
+            QaKind::Motion,
+            format!("does the {} move?", name(&objs[i].object)),
+            yes_no(want_yes),
+        ));
+    }
+    let appearing: Vec<&Object> = objs
+        .iter()
+        .filter(|o| matches!(o.event, Some(Event::Appears { .. })))
+        .map(|o| &o.object)
+        .collect();
+    if let [o] = appearing[..] {
+        out.push(qa(QaKind::Shape, "what shape appears?".into(), o.shape.name()));
+    }
+    out.push(qa(
+        QaKind::Count,
+        "how many objects are there at the end?".into(),
+        number_word(video.frame_objects(video.frames - 1).len()),
+    ));
+    out.shuffle(&mut rng);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::scene::{Background, Cell, Shape, Size};
+    use super::super::video::{Direction, VideoObject};
+    use super::*;
+
+    fn obj(shape: Shape, color: Color, col: u8, row: u8) -> Object {
+        Object { shape, color, size: Size::Large, cell: Cell::new(col, row), jitter: [0.0; 2] }
+    }
+
+    #[test]
+    fn questions_have_the_right_answers() {
+        use Color::*;
+        // Yellow star at (0,0), red circle at (2,1), blue circle at (1,2).
+        let s = Scene::new(
+            vec![
+                obj(Shape::Star, Yellow, 0, 0),
+                obj(Shape::Circle, Red, 2, 1),
+                obj(Shape::Circle, Blue, 1, 2),
+            ],
+            Background::Plain { base: [128; 3] },
+        );
+        let facts = [
+            ("what color is the star?", "yellow"),
+            ("what shape is the red object?", "circle"),
+            ("what shape is the blue object?", "circle"),
+            ("what shape is the yellow object?", "star"),
+            ("how many objects are there?", "three"),
+            ("how many circles are there?", "two"),
+            ("how many stars are there?", "one"),
+            ("how many red objects are there?", "one"),
+            ("how many yellow objects are there?", "one"),
+            ("how many blue objects are there?", "one"),
+        ];
+        // The 12 true relations among the three; the other 12 of the 24 questions are "no".
+        let true_relations = [
+            "yellow star to the left of the red circle",
+            "yellow star to the left of the blue circle",
+            "yellow star above the red circle",
+            "yellow star above the blue circle",
+            "red circle to the right of the yellow star",
+            "red circle to the right of the blue circle",
+            "red circle below the yellow star",
+            "red circle above the blue circle",
+            "blue circle to the right of the yellow star",
+            "blue circle to the left of the red circle",
+            "blue circle below the yellow star",
+            "blue circle below the red circle",
+        ];
+        let mut kinds = std::collections::BTreeSet::new();
+        for seed in 0..40 {
+            for q in scene_questions(&s, seed) {
+                kinds.insert(q.kind);
+                if q.kind == QaKind::Relation {
+                    let body = q.question.trim_start_matches("is the ").trim_end_matches('?');
+                    assert_eq!(q.answer, yes_no(true_relations.contains(&body)), "{}", q.question);
+                } else {
+                    let want = facts.iter().find(|f| f.0 == q.question).map(|f| f.1);
+                    assert_eq!(Some(q.answer.as_str()), want, "{}", q.question);
+                }
+            }
+        }
+        assert_eq!(kinds.len(), 4, "every still-image kind should be asked: {kinds:?}");
+    }
+
+    #[test]
+    fn relation_answers_are_true_and_balanced() {
+        let mut yes = 0;
+        let mut total = 0;
+        for seed in 0..1000 {
+            let s = Scene::random(seed);
+            for q in scene_questions(&s, seed).into_iter().filter(|q| q.kind == QaKind::Relation) {
+                total += 1;
+                yes += usize::from(q.answer == "yes");
+                let body = q.question.trim_start_matches("is the ").trim_end_matches('?');
+                let rel = Relation::ALL
+                    .into_iter()
+                    .find(|r| body.contains(&format!(" {} ", r.phrase())))
+                    .unwrap();
+                let (a, b) = body.split_once(&format!(" {} the ", rel.phrase())).unwrap();
+                let find = |n: &str| s.objects.iter().find(|o| name(o) == n).unwrap().cell;
+                assert_eq!(q.answer == "yes", rel.holds_cells(find(a), find(b)), "{}", q.question);
+            }
+        }
+        let frac = yes as f32 / total as f32;
+        assert!(total > 300 && (0.45..=0.55).contains(&frac), "yes fraction {frac} of {total}");
+    }
+
+    #[test]
+    fn answers_are_single_lowercase_words() {
+        for seed in 0..300 {
+            let qs = scene_questions(&Scene::random(seed), seed)
+                .into_iter()
+                .chain(video_questions(&VideoScene::random(seed), seed));
+            for q in qs {
+                assert!(q.answer.bytes().all(|b| b.is_ascii_lowercase()), "{q:?}");
+                assert!(q.question.ends_with('?') && !q.question.contains("  "), "{q:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn video_questions_follow_events() {
+        let mover = VideoObject {
+            object: obj(Shape::Triangle, Color::Green, 0, 1),
+            event: Some(Event::Moves { direction: Direction::Right, speed: 0.03 }),
+        };
+        let late = VideoObject {
+            object: obj(Shape::Star, Color::Pink, 0, 0),
+            event: Some(Event::Appears { frame: 4 }),
+        };
+        let v = VideoScene {
+            objects: vec![mover, late],
+            background: Background::Plain { base: [128; 3] },
+            frames: 10,
+        };
+        let qs = video_questions(&v, 1);
+        let get = |q: &str| qs.iter().find(|p| p.question == q).map(|p| p.answer.as_str());
+        assert_eq!(get("which way does the green triangle move?"), Some("right"));
+        assert_eq!(get("what shape appears?"), Some("star"));
+        assert_eq!(get("how many objects are there at the end?"), Some("two"));
+        assert!((0..50).map(|s| video_questions(&v, s)).any(|qs| {
+            qs.iter().any(|q| q.question == "does the pink star move?" && q.answer == "no")
+        }));
+        assert!((0..50).map(|s| video_questions(&v, s)).any(|qs| {
+            qs.iter().any(|q| q.question == "does the green triangle move?" && q.answer == "yes")
+        }));
+    }
+}

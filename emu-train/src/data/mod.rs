@@ -1,0 +1,5 @@
+//! Training data: sources (the built-in world, image folders, video folders), pre-tokenisation
+//! into sharded token files, packing, and the resumable loader.
+
+pub mod pack;
+pub mod shards;
