@@ -12,6 +12,7 @@ pub mod layout;
 pub mod model;
 pub mod objective;
 pub mod parity;
+pub mod pipeline;
 
 pub use cache::KvCache;
 pub use config::Emu3Config;

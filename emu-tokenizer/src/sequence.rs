@@ -17,6 +17,12 @@ pub trait EncodeText {
     fn encode_text(&self, text: &str) -> Result<Vec<i64>>;
 }
 
+impl EncodeText for crate::text::TextTokenizer {
+    fn encode_text(&self, text: &str) -> Result<Vec<i64>> {
+        Ok(self.encode(text)?.into_iter().map(i64::from).collect())
+    }
+}
+
 /// Emu3-Chat's system prefix.
 pub const CHAT_PREFIX: &str = "You are a helpful assistant. USER: ";
 pub const CHAT_SUFFIX: &str = ". ASSISTANT:";

@@ -13,6 +13,8 @@
 #include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
 #endif
 
+#include <ATen/autocast_mode.h>
+
 #include <atomic>
 #include <chrono>
 #include <cstdlib>
@@ -99,6 +101,9 @@ void mark(Group* g) {
 extern "C" {
 
 void emu_free_str(char* s) { std::free(s); }
+
+// CUDA autocast in bf16 rather than its fp16 default (tch only toggles autocast on and off).
+void emu_autocast_bf16() { at::autocast::set_autocast_dtype(at::kCUDA, at::kBFloat16); }
 
 int emu_nccl_available() {
 #ifdef EMU_WITH_NCCL

@@ -23,6 +23,9 @@ fn spawn(name: &str, world: usize, port: u16) -> Vec<Output> {
                 .env("WORLD_SIZE", world.to_string())
                 .env("MASTER_ADDR", "127.0.0.1")
                 .env("MASTER_PORT", port.to_string())
+                // Captured, so children's own test summaries do not mix with this one's.
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
                 .spawn()
                 .unwrap()
         })
@@ -73,7 +76,7 @@ fn collectives_compute_the_right_values() {
     }
     let outs = spawn("collectives_compute_the_right_values", 2, free_port());
     for (r, o) in outs.iter().enumerate() {
-        assert!(o.status.success(), "rank {r} failed");
+        assert!(o.status.success(), "rank {r} failed:\n{}", String::from_utf8_lossy(&o.stderr));
     }
 }
 

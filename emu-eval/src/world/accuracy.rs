@@ -168,7 +168,8 @@ mod tests {
             println!("mild failure: {f}");
         }
         println!("mild: scene {:.4} recall {:.4}", report.scene_accuracy, report.object_recall);
-        assert!(report.scene_accuracy >= 0.97, "scene accuracy {}", report.scene_accuracy);
+        // Measured 1.000 on seeds 0..1000 (also under the "strong" preset).
+        assert!(report.scene_accuracy >= 0.98, "scene accuracy {}", report.scene_accuracy);
     }
 
     #[test]

@@ -262,7 +262,7 @@ fn measure(
     let sigma_scale = side / REFERENCE_SIDE;
     let radius = |s: Shape| (mass / unit_area(s)).sqrt();
     let reach = Shape::ALL.iter().map(|&s| unit_extent(s) * radius(s)).fold(0.0, f32::max)
-        + 3.0 * TEMPLATE_SIGMAS[2] * sigma_scale
+        + 3.0 * TEMPLATE_SIGMAS[TEMPLATE_SIGMAS.len() - 1] * sigma_scale
         + 2.0;
     let x0 = (cx - reach).floor().max(0.0) as usize;
     let y0 = (cy - reach).floor().max(0.0) as usize;

@@ -1,12 +1,12 @@
 //! The built-in synthetic world: the default training data and its own ground-truth reader.
 //!
 //! - [`scene`]: still scenes of 1–4 coloured shapes on a 3×3 grid, deterministic from a seed;
-//!   [`render`] draws them anti-aliased at any size, [`video`] animates them (move, appear,
+//!   [`mod@render`] draws them anti-aliased at any size, [`video`] animates them (move, appear,
 //!   change colour).
 //! - [`text`] writes captions, [`qa`] question/answer pairs, and [`parse`] reads captions back
 //!   and checks them against objects.
-//! - [`detect`] turns pixels back into objects, [`track`] does the same for videos,
-//!   [`degrade`] imitates tokenizer reconstruction damage and [`accuracy`] measures the
+//! - [`mod@detect`] turns pixels back into objects, [`track`] does the same for videos,
+//!   [`mod@degrade`] imitates tokenizer reconstruction damage and [`accuracy`] measures the
 //!   detector, clean and degraded.
 //! - [`geneval`] (with [`geneval_json`]) is the GenEval-style generation benchmark and
 //!   [`metrics`] scores VQA answers and free-form captions.
@@ -36,7 +36,7 @@ pub use geneval::{
 pub use geneval_json::{from_geneval_json, to_geneval_json};
 pub use metrics::{AttributeScore, VqaReport, caption_attribute_score, vqa_accuracy};
 pub use parse::{ObjectView, parse_caption, scan_caption, text_holds};
-pub use qa::{QaKind, QaPair, sample_question, scene_questions, video_questions};
+pub use qa::{QaKind, QaPair, answer_question, sample_question, scene_questions, video_questions};
 pub use render::render;
 pub use scene::{Background, Cell, Color, Object, ObjectSpec, Relation, Scene, Shape, Size};
 pub use text::{CaptionTemplate, caption, caption_with, video_caption};

@@ -9,7 +9,8 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use super::scene::{Color, Object, Relation, Scene};
+use super::parse::ObjectView;
+use super::scene::{Color, Object, Relation, Scene, Shape};
 use super::text::{Detail, number_word, unique_detail};
 use super::video::{Event, VideoScene};
 
@@ -176,9 +177,71 @@ pub fn video_questions(video: &VideoScene, seed: u64) -> Vec<QaPair> {
     out
 }
 
+/// Answers a question of our templates from objects (truth, detections or tracks): the
+/// detector-based "oracle" VQA model. `None` for questions outside the templates or whose
+/// subject is not uniquely present.
+pub fn answer_question(question: &str, objects: &[ObjectView]) -> Option<String> {
+    let q = question.strip_suffix('?')?;
+    let words: Vec<&str> = q.split(' ').collect();
+    let unique = |pred: &dyn Fn(&ObjectView) -> bool| -> Option<ObjectView> {
+        let mut it = objects.iter().filter(|v| pred(v));
+        let first = *it.next()?;
+        it.next().is_none().then_some(first)
+    };
+    // "red circle" → the unique object with that colour and shape.
+    let named = |name: &str| -> Option<ObjectView> {
+        let (c, s) = name.split_once(' ')?;
+        let (c, s) = (Color::from_name(c)?, Shape::from_name(s)?);
+        unique(&|v: &ObjectView| v.color == c && v.shape == s)
+    };
+    let count = |n: usize| (n > 0).then(|| number_word(n).to_string());
+    let answer = match words[..] {
+        ["what", "color", "is", "the", shape] => {
+            let s = Shape::from_name(shape)?;
+            unique(&|v: &ObjectView| v.shape == s)?.color.name().to_string()
+        }
+        ["what", "shape", "is", "the", color, "object"] => {
+            let c = Color::from_name(color)?;
+            unique(&|v: &ObjectView| v.color == c)?.shape.name().to_string()
+        }
+        ["how", "many", "objects", "are", "there"]
+        | ["how", "many", "objects", "are", "there", "at", "the", "end"] => count(objects.len())?,
+        ["how", "many", plural, "are", "there"] => {
+            let s = Shape::ALL.into_iter().find(|s| s.plural() == plural)?;
+            count(objects.iter().filter(|v| v.shape == s).count())?
+        }
+        ["how", "many", color, "objects", "are", "there"] => {
+            let c = Color::from_name(color)?;
+            count(objects.iter().filter(|v| v.color == c).count())?
+        }
+        ["which", "way", "does", "the", c, s, "move"] => {
+            named(&format!("{c} {s}"))?.motion?.name().to_string()
+        }
+        ["does", "the", c, s, "move"] => {
+            yes_no(named(&format!("{c} {s}"))?.motion.is_some()).into()
+        }
+        ["what", "color", "does", "the", c, s, "turn"] => {
+            named(&format!("{c} {s}"))?.turns?.name().to_string()
+        }
+        ["what", "shape", "appears"] => {
+            unique(&|v: &ObjectView| v.appears)?.shape.name().to_string()
+        }
+        ["is", "the", ..] => {
+            let body = q.strip_prefix("is the ")?;
+            let (rel, a, b) = Relation::ALL.into_iter().find_map(|r| {
+                let (a, b) = body.split_once(&format!(" {} the ", r.phrase()))?;
+                Some((r, a, b))
+            })?;
+            yes_no(rel.holds_cells(named(a)?.cell, named(b)?.cell)).into()
+        }
+        _ => return None,
+    };
+    Some(answer)
+}
+
 #[cfg(test)]
 mod tests {
-    use super::super::scene::{Background, Cell, Shape, Size};
+    use super::super::scene::{Background, Cell, Size};
     use super::super::video::{Direction, VideoObject};
     use super::*;
 
@@ -303,5 +366,63 @@ mod tests {
         assert!((0..50).map(|s| video_questions(&v, s)).any(|qs| {
             qs.iter().any(|q| q.question == "does the green triangle move?" && q.answer == "yes")
         }));
+    }
+
+    #[test]
+    fn detector_answers_every_question_like_the_truth() {
+        use super::super::detect::detect;
+        use super::super::render::render;
+        use super::super::track::detect_video;
+        use super::super::video::render_video;
+        use rayon::prelude::*;
+        let still: Vec<String> = (0..1000u64)
+            .into_par_iter()
+            .flat_map_iter(|seed| {
+                let scene = Scene::random(seed);
+                let truth: Vec<ObjectView> = scene.objects.iter().map(ObjectView::from).collect();
+                let seen: Vec<ObjectView> =
+                    detect(&render(&scene, 64)).iter().map(ObjectView::from).collect();
+                scene_questions(&scene, seed)
+                    .into_iter()
+                    .filter(|q| {
+                        answer_question(&q.question, &truth).as_deref() != Some(q.answer.as_str())
+                            || answer_question(&q.question, &seen)
+                                != answer_question(&q.question, &truth)
+                    })
+                    .map(|q| format!("seed {seed}: {q:?}"))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        assert!(still.is_empty(), "{still:#?}");
+        let videos: Vec<String> = (0..200u64)
+            .into_par_iter()
+            .flat_map_iter(|seed| {
+                let video = VideoScene::random(seed);
+                let seen: Vec<ObjectView> =
+                    detect_video(&render_video(&video, 64)).iter().map(ObjectView::from).collect();
+                video_questions(&video, seed)
+                    .into_iter()
+                    .filter(|q| {
+                        answer_question(&q.question, &seen).as_deref() != Some(q.answer.as_str())
+                    })
+                    .map(|q| format!("video {seed}: {q:?}"))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        assert!(videos.is_empty(), "{videos:#?}");
+    }
+
+    #[test]
+    fn unanswerable_questions_get_none() {
+        let s = Scene::random_with(2, 1);
+        let views: Vec<ObjectView> = s.objects.iter().map(ObjectView::from).collect();
+        assert_eq!(answer_question("what is the meaning of life?", &views), None);
+        assert_eq!(answer_question("how many objects are there", &views), None);
+        assert_eq!(answer_question("how many objects are there?", &views).as_deref(), Some("one"));
+        let missing = Shape::ALL.into_iter().find(|&sh| sh != s.objects[0].shape).unwrap();
+        assert_eq!(
+            answer_question(&format!("what color is the {}?", missing.name()), &views),
+            None
+        );
     }
 }

@@ -166,32 +166,26 @@ impl VideoScene {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let frames = rng.random_range(MIN_FRAMES..=MAX_FRAMES);
         let n = rng.random_range(1..=MAX_VIDEO_OBJECTS);
-        let mut kinds = [0u8, 1, 2];
-        kinds.shuffle(&mut rng);
         let n_events = if n > 1 && rng.random_bool(0.3) { 2 } else { 1 };
-        // Kind 0 (move) sorts first so the mover claims its line before others take cells.
+        let mut kinds = [EventKind::Move, EventKind::Appear, EventKind::Turn];
+        kinds.shuffle(&mut rng);
         let mut kinds = kinds[..n_events].to_vec();
+        // Move sorts first so the mover claims its whole line before other objects take cells.
         kinds.sort_unstable();
         let mut free: Vec<Cell> = Cell::all().collect();
         free.shuffle(&mut rng);
         let mut objects = Vec::new();
         for i in 0..n {
             let kind = kinds.get(i).copied();
-            let (cell, event) = match kind {
-                Some(0) => {
-                    let direction = Direction::ALL[rng.random_range(0..4)];
-                    let cell = random_mover_start(direction, &mut rng);
-                    // The mover owns the whole line it travels along.
-                    free.retain(|c| {
-                        if direction.is_horizontal() {
-                            c.row != cell.row
-                        } else {
-                            c.col != cell.col
-                        }
-                    });
-                    (cell, Some(direction))
-                }
-                _ => (free.pop().expect("enough cells"), None),
+            let direction = Direction::ALL[rng.random_range(0..4)];
+            let cell = if kind == Some(EventKind::Move) {
+                let cell = random_mover_start(direction, &mut rng);
+                free.retain(|c| {
+                    if direction.is_horizontal() { c.row != cell.row } else { c.col != cell.col }
+                });
+                cell
+            } else {
+                free.pop().expect("9 cells hold 3 objects")
             };
             free.retain(|c| *c != cell);
             let object = Object {
@@ -204,34 +198,28 @@ impl VideoScene {
                     rng.random_range(-MAX_JITTER..=MAX_JITTER),
                 ],
             };
-            let event = match (kind, event) {
-                (Some(0), Some(direction)) => {
+            let event = kind.map(|k| match k {
+                EventKind::Move => {
                     let c = object.center();
                     let along = if direction.is_horizontal() { c[0] } else { c[1] };
-                    let sign = direction.delta().iter().sum::<f32>();
-                    let room = if sign > 0.0 {
-                        1.0 - MOTION_MARGIN - along
-                    } else {
-                        along - MOTION_MARGIN
-                    };
+                    let forward = direction.delta().iter().sum::<f32>() > 0.0;
+                    let room =
+                        if forward { 1.0 - MOTION_MARGIN - along } else { along - MOTION_MARGIN };
+                    // Start cells leave at least 0.32 of room, so 0.2 of travel always fits.
                     let travel = rng.random_range(0.2..=room.clamp(0.2, 0.45));
-                    Some(Event::Moves { direction, speed: travel / (frames - 1) as f32 })
+                    Event::Moves { direction, speed: travel / (frames - 1) as f32 }
                 }
-                (Some(1), _) => Some(Event::Appears { frame: rng.random_range(2..=frames - 3) }),
-                (Some(_), _) => {
-                    let to = loop {
-                        let c = Color::ALL[rng.random_range(0..8)];
-                        if c != object.color {
-                            break c;
-                        }
-                    };
-                    Some(Event::ChangesColor { frame: rng.random_range(2..=frames - 3), to })
+                EventKind::Appear => Event::Appears { frame: rng.random_range(2..=frames - 3) },
+                EventKind::Turn => {
+                    let others: Vec<Color> =
+                        Color::ALL.into_iter().filter(|&c| c != object.color).collect();
+                    let to = others[rng.random_range(0..others.len())];
+                    Event::ChangesColor { frame: rng.random_range(2..=frames - 3), to }
                 }
-                (None, _) => None,
-            };
+            });
             objects.push(VideoObject { object, event });
         }
-        // Movers were placed first to claim their line; shuffle so list order carries no meaning.
+        // The mover was placed first; shuffle so list order carries no meaning.
         objects.shuffle(&mut rng);
         let video = VideoScene { objects, background: Background::random(&mut rng), frames };
         if let Err(e) = video.check() {
@@ -239,6 +227,14 @@ impl VideoScene {
         }
         video
     }
+}
+
+/// Event kinds a random video draws from; `Move` orders first (see [`VideoScene::random`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum EventKind {
+    Move,
+    Appear,
+    Turn,
 }
 
 /// A start cell from which a mover in `direction` has at least 0.2 of the side to travel.

@@ -15,6 +15,7 @@ use tch::Tensor;
 unsafe extern "C" {
     fn emu_free_str(s: *mut c_char);
     fn emu_nccl_available() -> c_int;
+    fn emu_autocast_bf16();
     fn emu_pg_new(
         addr: *const c_char,
         port: c_int,
@@ -80,6 +81,12 @@ impl Backend {
 pub enum ReduceOp {
     Sum,
     Avg,
+}
+
+/// Makes CUDA autocast use bf16 (tch's `autocast` otherwise runs fp16).
+pub fn use_bf16_autocast() {
+    // SAFETY: sets a global in libtorch; no arguments.
+    unsafe { emu_autocast_bf16() }
 }
 
 pub fn available_backends() -> Vec<String> {

@@ -1,0 +1,168 @@
+//! The LM training loop: it learns, it resumes bit-exactly, its checkpoints survive a kill, and it
+//! refuses to resume a different architecture.
+
+mod common;
+
+use common::{companions, config, model_cfg, store};
+use emu_model::{Emu3Config, Emu3ForCausalLM};
+use emu_train::checkpoint;
+use emu_train::dist::Dist;
+use emu_train::lm::{LmTrainConfig, Progress, train_lm};
+use emu_train::optim::AdamWConfig;
+use tch::{Device, Kind, Tensor};
+
+fn params(lm: &Emu3ForCausalLM) -> Vec<(String, Tensor)> {
+    let mut v: Vec<_> = lm.vs.variables().into_iter().collect();
+    v.sort_by(|a, b| a.0.cmp(&b.0));
+    v
+}
+
+#[test]
+fn the_tiny_model_overfits_one_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let st = store(4, 1);
+    let cfg = LmTrainConfig {
+        batch_size: 4,
+        micro_batch: 4,
+        max_len: 32,
+        steps: 80,
+        optim: AdamWConfig { lr: 1e-2, weight_decay: 0.0, ..Default::default() },
+        ..config(80)
+    };
+    let mut losses = Vec::new();
+    train_lm(
+        dir.path(),
+        &model_cfg(),
+        None,
+        &st,
+        &companions(dir.path()),
+        &cfg,
+        &Dist::single(),
+        &mut |p| {
+            if let Progress::Step { loss, .. } = p {
+                losses.push(loss);
+            }
+            Ok(())
+        },
+    )
+    .unwrap();
+    assert!(losses[0] > 3.5, "starts near ln(64): {}", losses[0]);
+    assert!(
+        *losses.last().unwrap() < 0.3,
+        "one repeated batch must be memorised: {:?}",
+        &losses[losses.len() - 5..]
+    );
+}
+
+#[test]
+fn resuming_from_a_checkpoint_continues_bit_exactly() {
+    let st = store(30, 2);
+    let a = tempfile::tempdir().unwrap();
+    let full = train_lm(
+        a.path(),
+        &model_cfg(),
+        None,
+        &st,
+        &companions(a.path()),
+        &config(10),
+        &Dist::single(),
+        &mut |_| Ok(()),
+    )
+    .unwrap();
+
+    let b = tempfile::tempdir().unwrap();
+    let comp = companions(b.path());
+    // Same 10-step schedule, killed right after the checkpoint at step 5.
+    let mut first = config(10);
+    first.checkpoint_every = 5;
+    let r =
+        train_lm(
+            b.path(),
+            &model_cfg(),
+            None,
+            &st,
+            &comp,
+            &first,
+            &Dist::single(),
+            &mut |p| match p {
+                Progress::Step { step, .. } if step == 5 => {
+                    anyhow::bail!("simulated kill at step 5")
+                }
+                _ => Ok(()),
+            },
+        );
+    assert!(r.is_err());
+    let ck = checkpoint::latest(b.path()).unwrap();
+    assert_eq!(checkpoint::read_state(&ck).unwrap().step, 5);
+    let resumed = train_lm(
+        b.path(),
+        &model_cfg(),
+        None,
+        &st,
+        &comp,
+        &config(10),
+        &Dist::single(),
+        &mut |_| Ok(()),
+    )
+    .unwrap();
+    for ((n, x), (_, y)) in params(&full).iter().zip(params(&resumed)) {
+        assert!(x.equal(&y), "{n} differs after resume");
+    }
+}
+
+#[test]
+fn a_kill_during_a_checkpoint_write_leaves_a_loadable_run() {
+    let st = store(20, 3);
+    let dir = tempfile::tempdir().unwrap();
+    let comp = companions(dir.path());
+    let mut cfg = config(4);
+    cfg.checkpoint_every = 2;
+    train_lm(dir.path(), &model_cfg(), None, &st, &comp, &cfg, &Dist::single(), &mut |_| Ok(()))
+        .unwrap();
+    let run = dir.path();
+    // Killed while writing model.new (no COMPLETE marker yet): the old checkpoint stands.
+    std::fs::create_dir_all(run.join("model.new")).unwrap();
+    std::fs::write(run.join("model.new/model.safetensors"), b"half a file").unwrap();
+    assert_eq!(checkpoint::latest(run).unwrap(), run.join("model"));
+    // Killed between the two renames: model.old and a complete model.new, no model.
+    std::fs::remove_dir_all(run.join("model.new")).unwrap();
+    std::fs::rename(run.join("model"), run.join("model.new")).unwrap();
+    let latest = checkpoint::latest(run).unwrap();
+    assert_eq!(latest, run.join("model.new"));
+    Emu3ForCausalLM::load(&latest, Device::Cpu, Kind::Float).unwrap();
+    assert!(latest.join("tokenizer.json").exists());
+    // Training resumes from it.
+    let mut more = config(6);
+    more.checkpoint_every = 2;
+    train_lm(run, &model_cfg(), None, &st, &comp, &more, &Dist::single(), &mut |_| Ok(())).unwrap();
+    assert_eq!(checkpoint::read_state(&checkpoint::latest(run).unwrap()).unwrap().step, 6);
+}
+
+#[test]
+fn resume_refuses_another_architecture() {
+    let st = store(10, 4);
+    let dir = tempfile::tempdir().unwrap();
+    let comp = companions(dir.path());
+    train_lm(dir.path(), &model_cfg(), None, &st, &comp, &config(2), &Dist::single(), &mut |_| {
+        Ok(())
+    })
+    .unwrap();
+    let wider = Emu3Config { intermediate_size: 192, ..model_cfg() };
+    let err = train_lm(
+        dir.path(),
+        &wider,
+        None,
+        &st,
+        &comp,
+        &config(4),
+        &Dist::single(),
+        &mut |_| Ok(()),
+    )
+    .err()
+    .unwrap();
+    let msg = format!("{err:#}");
+    assert!(
+        msg.contains("intermediate_size") && msg.contains("160") && msg.contains("192"),
+        "{msg}"
+    );
+}
