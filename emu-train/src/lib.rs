@@ -8,3 +8,4 @@ pub mod lm;
 pub mod metrics;
 pub mod optim;
 pub mod parity;
+pub mod vq_train;

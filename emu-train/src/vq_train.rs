@@ -1,0 +1,198 @@
+//! VQ tokenizer training: reconstruction (L1 and/or L2), codebook and commitment losses with a
+//! straight-through estimator, dead-code restart, and an optional PatchGAN hinge loss after a
+//! warmup. Logs PSNR and codebook usage; saves a tokenizer folder in BAAI's layout.
+//!
+//! Shapes: B clips, T frames, 3×H×W pixels in [-1,1]; E embed_dim; K codebook size.
+
+use crate::metrics::Metrics;
+use anyhow::{Result, ensure};
+use emu_tokenizer::nn::{Conv2d, Params};
+use emu_tokenizer::vq::quantize::CodeUsage;
+use emu_tokenizer::vq::{VqConfig, VqModel};
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+use std::time::Instant;
+use tch::nn::{Adam, OptimizerConfig, VarStore};
+use tch::{Device, Kind, Tensor};
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct VqTrainConfig {
+    pub steps: i64,
+    pub batch_size: i64,
+    pub lr: f64,
+    pub l1_weight: f64,
+    pub l2_weight: f64,
+    /// β: weight of the commitment loss.
+    pub commitment: f64,
+    /// Every this many steps, codes unused since the last restart are re-seeded.
+    pub restart_every: i64,
+    /// Share of steps that train on video clips instead of images.
+    pub video_every: i64,
+    /// PatchGAN hinge loss from this step on (0: never).
+    pub adversarial_start: i64,
+    pub adversarial_weight: f64,
+    pub seed: u64,
+    pub log_every: i64,
+    pub device: String,
+}
+
+impl Default for VqTrainConfig {
+    fn default() -> Self {
+        VqTrainConfig {
+            steps: 500,
+            batch_size: 16,
+            lr: 2e-3,
+            l1_weight: 1.0,
+            l2_weight: 1.0,
+            commitment: 0.25,
+            restart_every: 50,
+            video_every: 0,
+            adversarial_start: 0,
+            adversarial_weight: 0.1,
+            seed: 0,
+            log_every: 10,
+            device: "cpu".into(),
+        }
+    }
+}
+
+/// Where training pixels come from (rendered on the fly or read from disk).
+pub trait PixelSource {
+    /// `[B,3,H,W]` in [-1,1].
+    fn images(&mut self, b: i64) -> Tensor;
+    /// `[B,T,3,H,W]` in [-1,1], T a multiple of the temporal factor.
+    fn videos(&mut self, b: i64) -> Tensor;
+}
+
+/// A PatchGAN discriminator: three strided convolutions, one logit per patch.
+struct PatchGan {
+    vs: VarStore,
+    c1: Conv2d,
+    c2: Conv2d,
+    c3: Conv2d,
+}
+
+impl PatchGan {
+    fn new(device: Device) -> Self {
+        let vs = VarStore::new(device);
+        let p = Params::new(&vs, Kind::Float);
+        let (c1, c2, c3) = (
+            Conv2d::new(&p.sub("c1"), 3, 32, 4, 2, 1),
+            Conv2d::new(&p.sub("c2"), 32, 64, 4, 2, 1),
+            Conv2d::new(&p.sub("c3"), 64, 1, 3, 1, 1),
+        );
+        PatchGan { vs, c1, c2, c3 }
+    }
+
+    fn forward(&self, x: &Tensor) -> Tensor {
+        let h = self.c1.forward(x).leaky_relu();
+        let h = self.c2.forward(&h).leaky_relu();
+        self.c3.forward(&h)
+    }
+}
+
+/// What the loop reports each step.
+pub struct VqStep {
+    pub step: i64,
+    pub loss: f64,
+    pub psnr: f64,
+    pub usage: Option<CodeUsage>,
+}
+
+/// PSNR in dB of pixels in [-1,1].
+pub fn psnr(x: &Tensor, y: &Tensor) -> f64 {
+    let mse = ((x - y) / 2.0).square().mean(Kind::Float).double_value(&[]);
+    if mse <= 0.0 { 100.0 } else { -10.0 * mse.log10() }
+}
+
+/// Trains a tokenizer of `config` on `data`, logging into `run`; saves it to `out`.
+pub fn train_vq(
+    run: &Path,
+    out: &Path,
+    config: &VqConfig,
+    data: &mut dyn PixelSource,
+    cfg: &VqTrainConfig,
+    on_step: &mut dyn FnMut(&VqStep),
+) -> Result<VqModel> {
+    let device = crate::lm::parse_device(&cfg.device)?;
+    tch::manual_seed(cfg.seed as i64);
+    let vq = VqModel::new(config.clone(), device, Kind::Float)?;
+    let mut opt = Adam { beta1: 0.5, beta2: 0.9, wd: 0.0, eps: 1e-8, amsgrad: false }
+        .build(&vq.vs, cfg.lr)?;
+    let gan = (cfg.adversarial_start > 0).then(|| PatchGan::new(device));
+    let mut dopt = match &gan {
+        Some(g) => Some(
+            Adam { beta1: 0.5, beta2: 0.9, wd: 0.0, eps: 1e-8, amsgrad: false }
+                .build(&g.vs, cfg.lr)?,
+        ),
+        None => None,
+    };
+    let k = config.codebook_size;
+    let mut counts = Tensor::zeros([k], (Kind::Double, Device::Cpu));
+    let mut metrics = Metrics::open(run, true)?;
+    let started = Instant::now();
+    for step in 0..cfg.steps {
+        let lr = cfg.lr * crate::optim::lr_at(step, (cfg.steps / 20).max(1), cfg.steps, 1.0, 0.1);
+        opt.set_lr(lr);
+        let video = cfg.video_every > 0 && step % cfg.video_every == cfg.video_every - 1;
+        let x = if video {
+            data.videos((cfg.batch_size / 4).max(1))
+        } else {
+            data.images(cfg.batch_size)
+        }
+        .to_device(device);
+        ensure!(
+            x.min().double_value(&[]) >= -1.001 && x.max().double_value(&[]) <= 1.001,
+            "training pixels must lie in [-1,1]"
+        );
+        let f = vq.forward_train(&x);
+        let target = if video { x.shallow_clone() } else { x.unsqueeze(1) };
+        let diff = &f.recon - &target;
+        let rec = diff.abs().mean(Kind::Float) * cfg.l1_weight
+            + diff.square().mean(Kind::Float) * cfg.l2_weight;
+        let mut loss =
+            &rec + &f.quantized.codebook_loss + &f.quantized.commitment_loss * cfg.commitment;
+        let adversarial = gan.as_ref().filter(|_| step >= cfg.adversarial_start);
+        if let Some(g) = adversarial {
+            let fake = f.recon.flatten(0, 1);
+            loss = loss - g.forward(&fake).mean(Kind::Float) * cfg.adversarial_weight;
+        }
+        opt.zero_grad();
+        loss.backward();
+        opt.step();
+        if let (Some(g), Some(d)) = (adversarial, dopt.as_mut()) {
+            // Hinge loss for the discriminator on real frames vs detached reconstructions.
+            let real = target.flatten(0, 1);
+            let fake = f.recon.detach().flatten(0, 1);
+            let dl = (g.forward(&real).neg() + 1.0).relu().mean(Kind::Float)
+                + (g.forward(&fake) + 1.0).relu().mean(Kind::Float);
+            d.zero_grad();
+            dl.backward();
+            d.step();
+        }
+        counts += CodeUsage::counts(&f.quantized.codes.to_device(Device::Cpu), k);
+        let mut usage = None;
+        if cfg.restart_every > 0 && (step + 1) % cfg.restart_every == 0 {
+            usage = Some(CodeUsage::from_counts(&counts));
+            if step + 1 < cfg.steps * 9 / 10 {
+                let z = f.z.detach().permute([0, 1, 3, 4, 2]).reshape([-1, config.embed_dim]);
+                vq.quantize.restart_dead_codes(&counts.to_device(device), &z, 1.0);
+            }
+            counts = counts.zeros_like();
+        }
+        let p = psnr(&f.recon.detach().clamp(-1.0, 1.0), &target);
+        let s = VqStep { step, loss: loss.double_value(&[]), psnr: p, usage };
+        on_step(&s);
+        if step % cfg.log_every.max(1) == 0 || s.usage.is_some() || step + 1 == cfg.steps {
+            let mut rec = serde_json::json!({"phase": "vq", "step": step, "loss": s.loss, "psnr": p, "lr": lr, "video": video, "elapsed_s": started.elapsed().as_secs_f64()});
+            if let Some(u) = s.usage {
+                rec["perplexity"] = u.perplexity.into();
+                rec["dead_codes"] = u.dead_codes.into();
+            }
+            metrics.log(rec)?;
+        }
+    }
+    vq.save(out)?;
+    Ok(vq)
+}
