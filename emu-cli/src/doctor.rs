@@ -39,7 +39,7 @@ pub fn run(g: &Global, a: &DoctorArgs) -> Result<()> {
     if g.device != "cpu" && !cuda {
         problems.push("--device asks for CUDA but none is available; fix: build with LIBTORCH_USE_PYTORCH=1 against a CUDA PyTorch 2.11".into());
     }
-    let distributed: Vec<String> = Vec::new();
+    let distributed = emu_train::dist::backends();
     let roots = if a.dirs.is_empty() {
         vec![PathBuf::from("runs"), PathBuf::from(".")]
     } else {

@@ -2,10 +2,12 @@
 
 mod common;
 mod doctor;
+mod eval;
 mod inspect;
 mod parity;
 mod progress;
 mod tokenize;
+mod train;
 
 use clap::{Parser, Subcommand};
 use common::Global;
@@ -26,6 +28,10 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Train a vision tokenizer and a multimodal model (the whole pipeline, or one stage of it).
+    Train(train::TrainArgs),
+    /// Run the benchmark suite (geneval, vqa, video, recon, ppl) and write a report.
+    Eval(eval::EvalArgs),
     /// Images or videos -> VQ code grids (safetensors); --recon also writes reconstructions and PSNR.
     Tokenize(tokenize::TokenizeArgs),
     /// VQ code grids -> images (PNG) or videos (GIF and frames).
@@ -57,6 +63,8 @@ fn main() -> ExitCode {
     cli.global.apply_threads();
     let g = &cli.global;
     let result = match &cli.command {
+        Command::Train(a) => train::run(g, a),
+        Command::Eval(a) => eval::run(g, a),
         Command::Tokenize(a) => tokenize::tokenize(g, a),
         Command::Detokenize(a) => tokenize::detokenize(g, a),
         Command::Parity(a) => parity::run(g, a),

@@ -246,7 +246,8 @@ impl Emu3 {
         let mut shown = String::new();
         let eos = self.vocab.special.eos;
         let text = &self.text;
-        let out = generate(&self.lm, &self.vocab, &[req], cfg, &mut |e| {
+        let cfg = GenerateConfig { cfg_scale: 1.0, ..cfg.clone() };
+        let out = generate(&self.lm, &self.vocab, &[req], &cfg, &mut |e| {
             if let Event::Token { token, .. } = e
                 && token != eos
                 && token >= 0
@@ -264,6 +265,56 @@ impl Emu3 {
             .map(|&t| t as u32)
             .collect();
         Ok(self.text.decode(&ids, true)?.trim().to_string())
+    }
+}
+
+impl Emu3 {
+    /// Answers many (image, question) pairs in one batch, greedily or as `cfg` samples.
+    pub fn answer_batch(
+        &self,
+        items: &[(RgbImage, String)],
+        grid: (i64, i64),
+        cfg: &GenerateConfig,
+    ) -> Result<Vec<String>> {
+        let (h, w) = grid;
+        let fmt = self.format();
+        let images: Vec<RgbImage> = items.iter().map(|(i, _)| i.clone()).collect();
+        let codes = self.encode_many(&images, h, w)?;
+        let requests = items
+            .iter()
+            .zip(&codes)
+            .map(|((_, q), c)| {
+                Ok(Request { prompt: fmt.chat_prompt(c, h, w, q)?.ids, ..Default::default() })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        // Understanding has no unconditional stream: guidance does not apply.
+        let cfg = GenerateConfig { cfg_scale: 1.0, ..cfg.clone() };
+        let out = generate(&self.lm, &self.vocab, &requests, &cfg, &mut |_| {})?;
+        let eos = self.vocab.special.eos;
+        out.iter()
+            .map(|toks| {
+                let ids: Vec<u32> = toks
+                    .iter()
+                    .take_while(|&&t| t != eos)
+                    .filter(|&&t| !self.vocab.is_visual(t))
+                    .map(|&t| t as u32)
+                    .collect();
+                Ok(self.text.decode(&ids, true)?.trim().to_string())
+            })
+            .collect()
+    }
+
+    /// Codes of many single images at once: `[h·w]` each.
+    pub fn encode_many(&self, images: &[RgbImage], h: i64, w: i64) -> Result<Vec<Vec<i64>>> {
+        let vq = self.vq()?;
+        let (ph, pw) = self.pixels(h, w)?;
+        let x: Vec<Tensor> = images
+            .iter()
+            .map(|f| to_tensor(&emu_tokenizer::image::resize(f, ph as u32, pw as u32)))
+            .collect();
+        let c =
+            vq.encode_images(&Tensor::stack(&x, 0).to_device(vq.device())).to_device(Device::Cpu);
+        (0..c.size()[0]).map(|i| Ok(Vec::try_from(c.get(i).flatten(0, -1))?)).collect()
     }
 }
 

@@ -8,4 +8,8 @@ pub mod lm;
 pub mod metrics;
 pub mod optim;
 pub mod parity;
+pub mod pipeline;
+pub mod plot;
+pub mod presets;
+pub mod summary;
 pub mod vq_train;

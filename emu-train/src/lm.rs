@@ -253,12 +253,7 @@ pub fn train_lm(
                 "tokens_per_s": tokens_per_s, "epoch": loader.cursor.epoch, "elapsed_s": started.elapsed().as_secs_f64()}))?;
         }
         let last = step + 1 == cfg.steps;
-        if cfg.eval_every > 0 && ((step + 1) % cfg.eval_every == 0 || last) {
-            if dist.is_main() {
-                on_progress(Progress::Eval { step: step + 1, lm: &lm })?;
-            }
-            dist.barrier()?;
-        }
+        // Checkpoint first, so that an evaluation of this step can read the saved model.
         if (cfg.checkpoint_every > 0 && (step + 1) % cfg.checkpoint_every == 0) || last {
             let opt_state = updater.state_tensors(dist)?;
             if dist.is_main() {
@@ -269,6 +264,12 @@ pub fn train_lm(
                     world: dist.world(),
                 };
                 checkpoint::save(run, &lm, &opt_state, &state, &train_config, companions)?;
+            }
+            dist.barrier()?;
+        }
+        if cfg.eval_every > 0 && ((step + 1) % cfg.eval_every == 0 || last) {
+            if dist.is_main() {
+                on_progress(Progress::Eval { step: step + 1, lm: &lm })?;
             }
             dist.barrier()?;
         }

@@ -2,4 +2,6 @@
 //! into sharded token files, packing, and the resumable loader.
 
 pub mod pack;
+pub mod records;
 pub mod shards;
+pub mod tokenize;

@@ -1,0 +1,69 @@
+//! `emu eval`: the benchmark suite on a model folder, or GenEval's own prompt file.
+
+use crate::common::{Global, emit};
+use anyhow::{Result, bail};
+use clap::Args;
+use emu_eval::bench::{self, BenchOptions};
+use emu_model::pipeline::Emu3;
+use std::path::PathBuf;
+
+#[derive(Args, Debug)]
+pub struct EvalArgs {
+    /// Benchmarks to run (default: all): geneval, vqa, video, recon, ppl.
+    pub benches: Vec<String>,
+    /// The model folder.
+    #[arg(long)]
+    pub model: PathBuf,
+    /// quick or full.
+    #[arg(long, default_value = "quick")]
+    pub suite: String,
+    /// Output folder for report.json, report.md and sample grids.
+    #[arg(long, short)]
+    pub out: PathBuf,
+    /// With `geneval`: GenEval's metadata JSONL; writes <index>/samples/<k>.png + metadata.jsonl.
+    #[arg(long)]
+    pub prompts: Option<PathBuf>,
+    /// Samples per prompt (default: the suite's).
+    #[arg(long)]
+    pub samples: Option<usize>,
+    /// Classifier-free guidance scale for generation.
+    #[arg(long)]
+    pub cfg: Option<f64>,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+}
+
+pub fn run(g: &Global, a: &EvalArgs) -> Result<()> {
+    let mut opts = BenchOptions::suite(&a.suite)?;
+    opts.show_progress = !g.json;
+    opts.generation.seed = a.seed;
+    if let Some(s) = a.samples {
+        opts.samples_per_prompt = s;
+    }
+    if let Some(c) = a.cfg {
+        opts.generation.cfg_scale = c;
+    }
+    let model = Emu3::load(&a.model, None, g.device()?, g.kind()?)?;
+    if let Some(prompts) = &a.prompts {
+        if a.benches != ["geneval"] {
+            bail!("--prompts goes with `emu eval geneval` (GenEval's metadata format)");
+        }
+        let bar = crate::progress::bar(0, "geneval");
+        let n = bench::generation::from_file(&model, prompts, &opts, &a.out, &mut |k| {
+            bar.inc(k as u64)
+        })?;
+        bar.finish_and_clear();
+        return emit(g, &serde_json::json!({"prompts": n, "out": a.out}), || {
+            format!("wrote {n} prompts' samples under {}\n", a.out.display())
+        });
+    }
+    let benches: Vec<&str> = if a.benches.is_empty() {
+        bench::ALL.to_vec()
+    } else {
+        a.benches.iter().map(String::as_str).collect()
+    };
+    let report = bench::run_suite(&model, &a.suite, &opts, &benches, &a.out)?;
+    emit(g, &report, || {
+        format!("{}\nwrote {}\n", report.markdown(), a.out.join("report.md").display())
+    })
+}

@@ -1,0 +1,74 @@
+//! `ppl`: held-out loss per modality, in nats per token. Images: the visual codes of
+//! text-to-image samples; text: the answers of understanding samples; video: the codes of
+//! text-to-video samples. Held-out world scenes use seeds no training set uses.
+//!
+//! Shapes: L tokens per sample.
+
+use super::BenchOptions;
+use super::report::BenchResult;
+use super::video::{FPS, videos};
+use crate::world::{self, Scene};
+use anyhow::Result;
+use emu_model::pipeline::Emu3;
+use emu_tokenizer::sequence::{Sample, Weighting};
+use std::collections::BTreeMap;
+use tch::{Device, Tensor};
+
+fn loss(model: &Emu3, samples: &[Sample], w: Weighting) -> Result<f64> {
+    let (mut num, mut den) = (0.0, 0.0);
+    for s in samples {
+        let ids = Tensor::from_slice(&s.ids).view([1, -1]).to_device(model.lm.vs.device());
+        let weights = Tensor::from_slice(&s.weights(w)).view([1, -1]).to_device(ids.device());
+        let out = tch::no_grad(|| model.lm.forward_train(&ids, &ids, Some(&weights), false, false));
+        num += out.loss.to_device(Device::Cpu).double_value(&[]) * out.weight_sum;
+        den += out.weight_sum;
+    }
+    Ok(num / den.max(1e-9))
+}
+
+pub fn run(model: &Emu3, opts: &BenchOptions) -> Result<BenchResult> {
+    let start = std::time::Instant::now();
+    let (h, w) = opts.grid(model)?;
+    let (ph, _) = model.pixels(h, w)?;
+    let fmt = model.format();
+    let scenes: Vec<(u64, Scene)> =
+        (0..opts.vqa_images as u64).map(|s| (200_000 + s, Scene::random(200_000 + s))).collect();
+    let images: Vec<_> = scenes.iter().map(|(_, s)| world::render(s, ph as u32)).collect();
+    let codes = model.encode_many(&images, h, w)?;
+    let mut t2i = Vec::new();
+    let mut chat = Vec::new();
+    for ((seed, s), c) in scenes.iter().zip(&codes) {
+        t2i.push(fmt.t2i_sample(&world::caption(s, *seed), c, h, w)?);
+        for q in world::scene_questions(s, *seed).into_iter().take(2) {
+            chat.push(fmt.chat_sample(c, h, w, &q.question, &q.answer)?);
+        }
+    }
+    let t = model.vq.as_ref().map_or(4, |v| v.config.temporal_downsample_factor) as u32;
+    let mut t2v = Vec::new();
+    for (seed, v) in
+        videos(300_000..301_000, 2 * t, false).into_iter().take(opts.video_prompts.max(2))
+    {
+        let frames = world::render_video(&v, ph as u32);
+        let clip = model.encode_frames(&frames, h, w)?;
+        t2v.push(fmt.t2v_sample(&world::video_caption(&v, seed), &clip, h, w, FPS)?);
+    }
+    let mut metrics = BTreeMap::new();
+    metrics.insert("loss_image".into(), loss(model, &t2i, Weighting::VisionOnly)?);
+    metrics.insert("loss_text".into(), loss(model, &chat, Weighting::TextOnly)?);
+    metrics.insert("loss_video".into(), loss(model, &t2v, Weighting::VisionOnly)?);
+    Ok(BenchResult {
+        name: "ppl".into(),
+        protocol: format!(
+            "Held-out next-token loss (nats/token): loss_image over the codes of {} text-to-image samples, loss_text over \
+             the answers of {} understanding samples, loss_video over the codes of {} text-to-video samples (world seeds \
+             200000+ and 300000+).",
+            t2i.len(),
+            chat.len(),
+            t2v.len()
+        ),
+        metrics,
+        details: serde_json::Value::Null,
+        samples: vec![],
+        seconds: start.elapsed().as_secs_f64(),
+    })
+}

@@ -1,0 +1,225 @@
+//! Training records and where they come from: the built-in world (default), an image folder with
+//! a captions JSONL, or a folder of videos (one sub-folder of frames each, caption in
+//! `caption.txt`). Bad records (unreadable image, empty caption) are counted and skipped with a
+//! message, never fatal and never silent.
+//!
+//! Shapes: H/W pixels, T frames.
+
+use anyhow::{Context, Result, ensure};
+use emu_eval::world::{self, CaptionTemplate, Category, Scene, VideoScene, text::Detail};
+use image::RgbImage;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// The question whose answer is a description of the whole image.
+pub const DESCRIBE: &str = "describe the image";
+
+/// One unit of training data.
+pub enum Record {
+    /// An image with a caption (for generation) and question/answer pairs (for understanding).
+    Image { image: RgbImage, caption: String, qa: Vec<(String, String)> },
+    /// A clip with a caption.
+    Video { frames: Vec<RgbImage>, caption: String, fps: i64 },
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct WorldData {
+    pub images: usize,
+    pub videos: usize,
+    /// Pixels per side.
+    pub size: u32,
+    /// Frames per video (a multiple of the tokenizer's temporal factor).
+    pub frames: usize,
+    pub fps: i64,
+    /// Question/answer pairs per image, besides the description.
+    pub qa_per_image: usize,
+    /// Share of images drawn from GenEval-style prompts (their example scenes) rather than random
+    /// scenes, so that every prompt form of the benchmark's language is seen in training.
+    pub prompt_share: f64,
+    pub seed: u64,
+}
+
+impl Default for WorldData {
+    fn default() -> Self {
+        WorldData {
+            images: 4000,
+            videos: 400,
+            size: 64,
+            frames: 8,
+            fps: 8,
+            qa_per_image: 2,
+            prompt_share: 0.5,
+            seed: 1,
+        }
+    }
+}
+
+/// Seeds used for training data live far from the benchmark's (which use small seeds).
+const TRAIN_SEED_BASE: u64 = 1 << 40;
+
+/// A scene and its caption: from a random GenEval-style prompt or a random scene.
+fn world_image(cfg: &WorldData, i: usize) -> (Scene, String) {
+    let seed = TRAIN_SEED_BASE + cfg.seed * 10_000_000 + i as u64;
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    if rng.random::<f64>() < cfg.prompt_share {
+        let cat = Category::ALL[rng.random_range(0..Category::ALL.len())];
+        let prompt = world::prompts(cat, 1, seed).remove(0);
+        let scene = prompt.example_scene(seed);
+        (scene, prompt.text)
+    } else {
+        let scene = Scene::random(seed);
+        let caption = world::caption(&scene, seed);
+        (scene, caption)
+    }
+}
+
+/// The world's records, rendered in parallel and deterministic from `cfg`.
+pub fn world_records(cfg: &WorldData) -> Vec<Record> {
+    let mut out: Vec<Record> = (0..cfg.images)
+        .into_par_iter()
+        .map(|i| {
+            let (scene, caption) = world_image(cfg, i);
+            let seed = TRAIN_SEED_BASE + cfg.seed * 10_000_000 + i as u64;
+            let describe =
+                world::caption_with(&scene, CaptionTemplate::Inventory(Detail::ColorShape), seed)
+                    .unwrap_or_else(|| caption.clone());
+            let mut qa: Vec<(String, String)> = world::scene_questions(&scene, seed)
+                .into_iter()
+                .take(cfg.qa_per_image)
+                .map(|q| (q.question, q.answer))
+                .collect();
+            qa.push((DESCRIBE.to_string(), describe));
+            Record::Image { image: world::render(&scene, cfg.size), caption, qa }
+        })
+        .collect();
+    out.extend((0..cfg.videos).into_par_iter().map(|i| video_record(cfg, i)).collect::<Vec<_>>());
+    out
+}
+
+fn video_record(cfg: &WorldData, i: usize) -> Record {
+    let seed = TRAIN_SEED_BASE + cfg.seed * 10_000_000 + 5_000_000 + i as u64;
+    let v = VideoScene::random(seed);
+    let mut frames = world::render_video(&v, cfg.size);
+    frames.truncate(cfg.frames);
+    while frames.len() < cfg.frames {
+        frames.push(frames.last().expect("videos have frames").clone());
+    }
+    Record::Video { frames, caption: world::video_caption(&v, seed), fps: cfg.fps }
+}
+
+/// One line of a captions JSONL: `{"file": "a.png", "caption": "..."}`; optional `"qa"`:
+/// `[["question", "answer"], ...]`.
+#[derive(Deserialize)]
+struct CaptionLine {
+    file: String,
+    caption: String,
+    #[serde(default)]
+    qa: Vec<(String, String)>,
+}
+
+/// Records of an image folder described by `captions` (JSONL); images resized to `size`.
+/// Returns the records and how many lines were skipped.
+pub fn image_folder_records(
+    dir: &Path,
+    captions: &Path,
+    size: u32,
+) -> Result<(Vec<Record>, usize)> {
+    let text = std::fs::read_to_string(captions)
+        .with_context(|| format!("reading {}", captions.display()))?;
+    let mut out = Vec::new();
+    let mut skipped = 0;
+    for (n, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+        let rec = match serde_json::from_str::<CaptionLine>(line) {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("skipping {}:{}: not a caption record ({e})", captions.display(), n + 1);
+                skipped += 1;
+                continue;
+            }
+        };
+        if rec.caption.trim().is_empty() {
+            eprintln!("skipping {}:{}: empty caption for {}", captions.display(), n + 1, rec.file);
+            skipped += 1;
+            continue;
+        }
+        let path = dir.join(&rec.file);
+        match emu_tokenizer::image::load_image(&path) {
+            Ok(img) => {
+                let image = emu_tokenizer::image::resize(&img, size, size);
+                let mut qa = rec.qa;
+                qa.push((DESCRIBE.into(), rec.caption.clone()));
+                out.push(Record::Image { image, caption: rec.caption, qa });
+            }
+            Err(e) => {
+                eprintln!("skipping {}:{}: {e:#}", captions.display(), n + 1);
+                skipped += 1;
+            }
+        }
+    }
+    ensure!(!out.is_empty(), "{}: no usable records ({skipped} skipped)", captions.display());
+    Ok((out, skipped))
+}
+
+/// Records of a video folder: each sub-folder holds frames and a `caption.txt`.
+pub fn video_folder_records(
+    dir: &Path,
+    size: u32,
+    frames: usize,
+    fps: i64,
+) -> Result<(Vec<Record>, usize)> {
+    let mut subs: Vec<PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("reading {}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_dir())
+        .collect();
+    subs.sort();
+    let mut out = Vec::new();
+    let mut skipped = 0;
+    for sub in subs {
+        let caption =
+            std::fs::read_to_string(sub.join("caption.txt")).unwrap_or_default().trim().to_string();
+        if caption.is_empty() {
+            eprintln!("skipping video {}: no caption.txt (or it is empty)", sub.display());
+            skipped += 1;
+            continue;
+        }
+        let tmp: Vec<RgbImage> = match emu_tokenizer::files::load_video(&sub) {
+            Ok(f) => f.iter().map(|f| emu_tokenizer::image::resize(f, size, size)).collect(),
+            Err(e) => {
+                eprintln!("skipping video {}: {e:#}", sub.display());
+                skipped += 1;
+                continue;
+            }
+        };
+        if tmp.len() < frames {
+            eprintln!("skipping video {}: {} frames, need {frames}", sub.display(), tmp.len());
+            skipped += 1;
+            continue;
+        }
+        out.push(Record::Video { frames: tmp[..frames].to_vec(), caption, fps });
+    }
+    Ok((out, skipped))
+}
+
+/// Every text the tokenizer must know well (captions, questions, answers), for BPE training.
+pub fn corpus(records: &[Record]) -> Vec<String> {
+    let mut out = Vec::new();
+    for r in records {
+        match r {
+            Record::Image { caption, qa, .. } => {
+                out.push(caption.clone());
+                for (q, a) in qa {
+                    out.push(format!("{q}{}", emu_tokenizer::sequence::CHAT_SUFFIX));
+                    out.push(format!(" {a}"));
+                }
+            }
+            Record::Video { caption, .. } => out.push(caption.clone()),
+        }
+    }
+    out.push(emu_tokenizer::sequence::CHAT_PREFIX.to_string());
+    out
+}

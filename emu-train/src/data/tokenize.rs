@@ -1,0 +1,156 @@
+//! Pre-tokenisation: records -> VQ codes (in batches) -> token sequences (in parallel) -> shards.
+//!
+//! Every image yields a text-to-image sample (its caption replaced by the empty prompt with
+//! probability `cfg_dropout`, so the same model learns the unconditional stream for CFG) and one
+//! understanding sample per question; every video yields a text-to-video sample.
+//!
+//! Shapes: B records per VQ batch, T frames, H/W pixels, h/w code grid.
+
+use super::records::Record;
+use super::shards::{Index, ShardWriter, Task};
+use anyhow::Result;
+use emu_tokenizer::image::to_tensor;
+use emu_tokenizer::sequence::{Sample, SequenceFormat};
+use emu_tokenizer::text::TextTokenizer;
+use emu_tokenizer::vocab::VocabLayout;
+use emu_tokenizer::vq::VqModel;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
+use std::path::Path;
+use tch::{Device, Tensor};
+
+#[derive(Clone, Debug)]
+pub struct TokenizeOptions {
+    pub cfg_dropout: f64,
+    pub seed: u64,
+    pub per_shard: usize,
+    /// Records per VQ forward pass.
+    pub batch: usize,
+}
+
+impl Default for TokenizeOptions {
+    fn default() -> Self {
+        TokenizeOptions { cfg_dropout: 0.1, seed: 0, per_shard: 4096, batch: 32 }
+    }
+}
+
+/// Codes of one record: one frame for images, T' for videos; each row-major h·w.
+fn encode_batch(vq: &VqModel, batch: &[&Record]) -> Result<Vec<Vec<Vec<i64>>>> {
+    let images: Vec<Tensor> = batch
+        .par_iter()
+        .filter_map(|r| match r {
+            Record::Image { image, .. } => Some(to_tensor(image)),
+            Record::Video { .. } => None,
+        })
+        .collect();
+    let videos: Vec<Tensor> = batch
+        .par_iter()
+        .filter_map(|r| match r {
+            Record::Video { frames, .. } => {
+                Some(Tensor::stack(&frames.iter().map(to_tensor).collect::<Vec<_>>(), 0))
+            }
+            Record::Image { .. } => None,
+        })
+        .collect();
+    let to_rows = |c: Tensor| -> Result<Vec<Vec<i64>>> {
+        let c = c.to_device(Device::Cpu);
+        (0..c.size()[0]).map(|i| Ok(Vec::<i64>::try_from(c.get(i).flatten(0, -1))?)).collect()
+    };
+    let mut img = if images.is_empty() {
+        vec![]
+    } else {
+        to_rows(vq.encode_images(&Tensor::stack(&images, 0).to_device(vq.device())))?
+    }
+    .into_iter();
+    let mut vid: Vec<Vec<Vec<i64>>> = Vec::new();
+    if !videos.is_empty() {
+        let c = vq
+            .encode_video(&Tensor::stack(&videos, 0).to_device(vq.device()))?
+            .to_device(Device::Cpu);
+        for i in 0..c.size()[0] {
+            vid.push(to_rows(c.get(i))?);
+        }
+    }
+    let mut vid = vid.into_iter();
+    Ok(batch
+        .iter()
+        .map(|r| match r {
+            Record::Image { .. } => vec![img.next().expect("one code grid per image")],
+            Record::Video { .. } => vid.next().expect("one code clip per video"),
+        })
+        .collect())
+}
+
+/// The samples of one record.
+fn samples(
+    fmt: &SequenceFormat<'_, TextTokenizer>,
+    r: &Record,
+    codes: &[Vec<i64>],
+    grid: (i64, i64),
+    rng: &mut ChaCha8Rng,
+    p: f64,
+) -> Result<Vec<(Sample, Task)>> {
+    let (h, w) = grid;
+    Ok(match r {
+        Record::Image { caption, qa, .. } => {
+            let cap = emu_tokenizer::sequence::cfg_dropout(caption, p, rng.random());
+            let mut v = vec![(fmt.t2i_sample(cap, &codes[0], h, w)?, Task::TextToImage)];
+            for (q, a) in qa {
+                v.push((fmt.chat_sample(&codes[0], h, w, q, a)?, Task::Understanding));
+            }
+            v
+        }
+        Record::Video { caption, fps, .. } => {
+            let cap = emu_tokenizer::sequence::cfg_dropout(caption, p, rng.random());
+            vec![(fmt.t2v_sample(cap, codes, h, w, *fps)?, Task::TextToVideo)]
+        }
+    })
+}
+
+/// Tokenizes `records` into shards under `out`.
+pub fn tokenize(
+    records: &[Record],
+    vq: &VqModel,
+    text: &TextTokenizer,
+    vocab: &VocabLayout,
+    out: &Path,
+    opts: &TokenizeOptions,
+) -> Result<Index> {
+    let fmt = SequenceFormat::new(vocab, text);
+    let f = vq.config.spatial_factor() as u32;
+    let mut writer = ShardWriter::new(out, opts.per_shard)?;
+    let refs: Vec<&Record> = records.iter().collect();
+    for (b, chunk) in refs.chunks(opts.batch.max(1)).enumerate() {
+        let codes = encode_batch(vq, chunk)?;
+        let built: Vec<Result<Vec<(Sample, Task)>>> = chunk
+            .par_iter()
+            .zip(&codes)
+            .enumerate()
+            .map(|(i, (r, c))| {
+                let (hh, ww) = match r {
+                    Record::Image { image, .. } => (image.height(), image.width()),
+                    Record::Video { frames, .. } => (frames[0].height(), frames[0].width()),
+                };
+                let mut rng = ChaCha8Rng::seed_from_u64(
+                    opts.seed.wrapping_mul(1_000_003).wrapping_add((b * opts.batch + i) as u64),
+                );
+                samples(&fmt, r, c, ((hh / f) as i64, (ww / f) as i64), &mut rng, opts.cfg_dropout)
+            })
+            .collect();
+        for s in built {
+            match s {
+                Ok(v) => {
+                    for (sample, task) in v {
+                        writer.push(sample, task)?;
+                    }
+                }
+                Err(e) => {
+                    eprintln!("skipping a record: {e:#}");
+                    writer.skip();
+                }
+            }
+        }
+    }
+    writer.finish()
+}

@@ -1,0 +1,183 @@
+//! The whole pipeline's configuration, as nested serde configs with named presets: `smoke` (CI,
+//! about a minute), `default` (the README's main job, minutes on a laptop CPU) and `large`.
+
+use crate::data::records::WorldData;
+use crate::lm::{LmTrainConfig, Stage};
+use crate::optim::AdamWConfig;
+use crate::vq_train::VqTrainConfig;
+use anyhow::{Result, bail};
+use emu_eval::bench::BenchOptions;
+use emu_model::Emu3Config;
+use emu_tokenizer::vq::VqConfig;
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+
+/// Where the training records come from.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Source {
+    /// The built-in synthetic world.
+    World(WorldData),
+    /// An image folder with a captions JSONL (`{"file": ..., "caption": ...}` per line).
+    ImageFolder { dir: PathBuf, captions: PathBuf, size: u32 },
+    /// A folder of videos: one sub-folder of frames each, with a `caption.txt`.
+    VideoFolder { dir: PathBuf, size: u32, frames: usize, fps: i64 },
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct PipelineConfig {
+    pub preset: String,
+    pub sources: Vec<Source>,
+    pub vq: VqConfig,
+    pub vq_train: VqTrainConfig,
+    /// Learned text vocabulary (bytes included); specials and visual tokens come on top.
+    pub bpe_vocab: usize,
+    /// Share of captions replaced by the empty prompt (CFG's unconditional stream).
+    pub cfg_dropout: f64,
+    /// The transformer's shape; its vocabulary and token ids are filled in from the tokenizer.
+    pub model: Emu3Config,
+    pub lm_train: LmTrainConfig,
+    /// Evaluation after training: `quick`, `full` or `none`.
+    pub eval_suite: String,
+    pub eval: BenchOptions,
+    /// Quick GenEval during training, every this many steps (0: never).
+    pub eval_every: i64,
+}
+
+impl Default for PipelineConfig {
+    fn default() -> Self {
+        Self::preset("default").expect("the default preset exists")
+    }
+}
+
+impl PipelineConfig {
+    pub fn preset(name: &str) -> Result<Self> {
+        let world = WorldData::default();
+        let vq = VqConfig {
+            codebook_size: 256,
+            embed_dim: 8,
+            z_channels: 8,
+            ch: 32,
+            ch_mult: vec![1, 1, 2, 2],
+            num_res_blocks: 1,
+            attn_resolutions: vec![],
+            ..VqConfig::emu3()
+        };
+        let model = Emu3Config {
+            hidden_size: 256,
+            intermediate_size: 688,
+            num_hidden_layers: 4,
+            num_attention_heads: 8,
+            num_key_value_heads: 4,
+            max_position_embeddings: 512,
+            rope_theta: 10_000.0,
+            attention_dropout: 0.0,
+            ..Emu3Config::tiny()
+        };
+        let lm_train = LmTrainConfig {
+            stage: Stage::Pretrain,
+            steps: 1200,
+            batch_size: 16,
+            micro_batch: 16,
+            max_len: 256,
+            optim: AdamWConfig { lr: 2e-3, beta1: 0.9, beta2: 0.95, eps: 1e-8, weight_decay: 0.1 },
+            warmup: 50,
+            min_lr: 1e-4,
+            grad_clip: 1.0,
+            vision_weight: 0.5,
+            seed: 0,
+            log_every: 10,
+            eval_every: 0,
+            checkpoint_every: 200,
+            zero1: false,
+            device: "cpu".into(),
+            bf16: false,
+        };
+        let base = PipelineConfig {
+            preset: name.into(),
+            sources: vec![Source::World(world.clone())],
+            vq,
+            vq_train: VqTrainConfig {
+                steps: 300,
+                batch_size: 16,
+                lr: 2e-3,
+                video_every: 6,
+                restart_every: 25,
+                ..Default::default()
+            },
+            bpe_vocab: 512,
+            cfg_dropout: 0.1,
+            model,
+            lm_train,
+            eval_suite: "full".into(),
+            eval: BenchOptions::full(),
+            eval_every: 400,
+        };
+        Ok(match name {
+            "default" => base,
+            "smoke" => PipelineConfig {
+                sources: vec![Source::World(WorldData { images: 160, videos: 16, ..world })],
+                vq: VqConfig { codebook_size: 64, ..base.vq.clone() },
+                vq_train: VqTrainConfig {
+                    steps: 12,
+                    batch_size: 8,
+                    video_every: 4,
+                    restart_every: 6,
+                    ..base.vq_train.clone()
+                },
+                bpe_vocab: 300,
+                model: Emu3Config {
+                    hidden_size: 64,
+                    intermediate_size: 160,
+                    num_hidden_layers: 2,
+                    num_attention_heads: 4,
+                    num_key_value_heads: 2,
+                    ..base.model.clone()
+                },
+                lm_train: LmTrainConfig {
+                    steps: 12,
+                    batch_size: 8,
+                    micro_batch: 8,
+                    warmup: 2,
+                    checkpoint_every: 6,
+                    log_every: 2,
+                    ..base.lm_train.clone()
+                },
+                eval_suite: "quick".into(),
+                eval: BenchOptions {
+                    prompts_per_category: 2,
+                    vqa_images: 3,
+                    video_prompts: 1,
+                    recon_images: 8,
+                    ..BenchOptions::quick()
+                },
+                eval_every: 6,
+                ..base
+            },
+            "large" => PipelineConfig {
+                sources: vec![Source::World(WorldData { images: 16_000, videos: 2000, ..world })],
+                vq: VqConfig { codebook_size: 512, ..base.vq.clone() },
+                vq_train: VqTrainConfig { steps: 1500, ..base.vq_train.clone() },
+                model: Emu3Config {
+                    hidden_size: 384,
+                    intermediate_size: 1024,
+                    num_hidden_layers: 6,
+                    num_attention_heads: 12,
+                    num_key_value_heads: 4,
+                    ..base.model.clone()
+                },
+                lm_train: LmTrainConfig {
+                    steps: 6000,
+                    batch_size: 32,
+                    micro_batch: 16,
+                    checkpoint_every: 500,
+                    ..base.lm_train.clone()
+                },
+                eval_every: 1000,
+                ..base
+            },
+            other => bail!("unknown preset `{other}`; expected smoke, default or large"),
+        })
+    }
+}
