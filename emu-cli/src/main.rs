@@ -1,8 +1,10 @@
 //! `emu`: the command-line front end. Each subcommand is one library call; no tensor code here.
 
+mod chat;
 mod common;
 mod doctor;
 mod eval;
+mod generate;
 mod inspect;
 mod parity;
 mod progress;
@@ -28,6 +30,14 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Generate images or videos from text (CFG, seeded sampling, structural constraints).
+    Generate(generate::GenerateArgs),
+    /// Continue a video from its first frames.
+    Continue(generate::ContinueArgs),
+    /// Answer questions about an image (interactive without a question).
+    Chat(chat::ChatArgs),
+    /// Describe an image in one sentence.
+    Caption(chat::ChatArgs),
     /// Train a vision tokenizer and a multimodal model (the whole pipeline, or one stage of it).
     Train(train::TrainArgs),
     /// Run the benchmark suite (geneval, vqa, video, recon, ppl) and write a report.
@@ -63,6 +73,10 @@ fn main() -> ExitCode {
     cli.global.apply_threads();
     let g = &cli.global;
     let result = match &cli.command {
+        Command::Generate(a) => generate::generate(g, a),
+        Command::Continue(a) => generate::continue_video(g, a),
+        Command::Chat(a) => chat::chat(g, a),
+        Command::Caption(a) => chat::caption(g, a),
         Command::Train(a) => train::run(g, a),
         Command::Eval(a) => eval::run(g, a),
         Command::Tokenize(a) => tokenize::tokenize(g, a),

@@ -81,15 +81,30 @@ pub struct Conv2d {
 }
 
 impl Conv2d {
+    /// Kaiming-normal (fan-out) weights, as the reference initialises its convolutions.
     pub fn new(p: &Params<'_>, cin: i64, cout: i64, k: i64, stride: i64, padding: i64) -> Self {
         let init = Init::Kaiming {
             dist: nn::init::NormalOrUniform::Normal,
             fan: nn::init::FanInOut::FanOut,
             non_linearity: nn::init::NonLinearity::ReLU,
         };
+        Self::with_init(p, cin, cout, k, stride, padding, init, 0.0)
+    }
+
+    /// Weights from `init`, every bias `bias`.
+    pub fn with_init(
+        p: &Params<'_>,
+        cin: i64,
+        cout: i64,
+        k: i64,
+        stride: i64,
+        padding: i64,
+        init: Init,
+        bias: f64,
+    ) -> Self {
         Conv2d {
             weight: p.var("weight", &[cout, cin, k, k], init),
-            bias: p.var("bias", &[cout], Init::Const(0.0)),
+            bias: p.var("bias", &[cout], Init::Const(bias)),
             stride,
             padding,
         }

@@ -27,6 +27,14 @@ pub struct VqTrainConfig {
     pub commitment: f64,
     /// Every this many steps, codes unused since the last restart are re-seeded.
     pub restart_every: i64,
+    /// Re-seed dead codes from encoder outputs where the reconstruction is worst (instead of
+    /// uniformly): in images where most patches are easy background, this is what finds the
+    /// objects.
+    pub restart_from_errors: bool,
+    /// Weights each pixel's reconstruction loss by its own (detached) error, relative to the
+    /// batch mean, raised to this power (0: plain mean). Rare, badly reconstructed content
+    /// (small objects on large backgrounds) then gets the gradient it needs early on.
+    pub hard_pixel_power: f64,
     /// Share of steps that train on video clips instead of images.
     pub video_every: i64,
     /// PatchGAN hinge loss from this step on (0: never).
@@ -47,6 +55,8 @@ impl Default for VqTrainConfig {
             l2_weight: 1.0,
             commitment: 0.25,
             restart_every: 50,
+            restart_from_errors: true,
+            hard_pixel_power: 0.0,
             video_every: 0,
             adversarial_start: 0,
             adversarial_weight: 0.1,
@@ -100,6 +110,25 @@ pub struct VqStep {
     pub usage: Option<CodeUsage>,
 }
 
+/// Latent vectors (`[N,E]`, N = B·h·w) resampled in proportion to their patch's squared
+/// reconstruction error (`diff`: `[B,1,3,H,W]`), so restarts land where the codebook is lacking.
+fn worst_patches(z: &Tensor, diff: &Tensor, f: i64) -> Tensor {
+    let err = diff.squeeze_dim(1).square().mean_dim(1, true, Kind::Float).avg_pool2d(
+        [f, f],
+        [f, f],
+        [0, 0],
+        false,
+        true,
+        None::<i64>,
+    );
+    let w = err.flatten(0, -1);
+    if w.size()[0] != z.size()[0] || w.sum(Kind::Float).double_value(&[]) <= 0.0 {
+        return z.shallow_clone();
+    }
+    let pick = w.multinomial(z.size()[0], true);
+    z.index_select(0, &pick)
+}
+
 /// PSNR in dB of pixels in [-1,1].
 pub fn psnr(x: &Tensor, y: &Tensor) -> f64 {
     let mse = ((x - y) / 2.0).square().mean(Kind::Float).double_value(&[]);
@@ -149,8 +178,15 @@ pub fn train_vq(
         let f = vq.forward_train(&x);
         let target = if video { x.shallow_clone() } else { x.unsqueeze(1) };
         let diff = &f.recon - &target;
-        let rec = diff.abs().mean(Kind::Float) * cfg.l1_weight
-            + diff.square().mean(Kind::Float) * cfg.l2_weight;
+        let per_pixel = diff.abs() * cfg.l1_weight + diff.square() * cfg.l2_weight;
+        let rec = if cfg.hard_pixel_power > 0.0 {
+            let e = diff.detach().abs().mean_dim(-3, true, Kind::Float);
+            let w =
+                (&e / e.mean(Kind::Float).clamp_min(1e-6)).pow_tensor_scalar(cfg.hard_pixel_power);
+            (per_pixel * &w).mean(Kind::Float) / w.mean(Kind::Float).clamp_min(1e-6)
+        } else {
+            per_pixel.mean(Kind::Float)
+        };
         let mut loss =
             &rec + &f.quantized.codebook_loss + &f.quantized.commitment_loss * cfg.commitment;
         let adversarial = gan.as_ref().filter(|_| step >= cfg.adversarial_start);
@@ -177,6 +213,11 @@ pub fn train_vq(
             usage = Some(CodeUsage::from_counts(&counts));
             if step + 1 < cfg.steps * 9 / 10 {
                 let z = f.z.detach().permute([0, 1, 3, 4, 2]).reshape([-1, config.embed_dim]);
+                let z = if cfg.restart_from_errors && !video {
+                    worst_patches(&z, &diff.detach(), config.spatial_factor())
+                } else {
+                    z
+                };
                 vq.quantize.restart_dead_codes(&counts.to_device(device), &z, 1.0);
             }
             counts = counts.zeros_like();

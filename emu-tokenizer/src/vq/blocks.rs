@@ -36,11 +36,14 @@ pub struct SpatialNorm {
 }
 
 impl SpatialNorm {
+    /// Starts as the identity modulation (scale 1, shift 0, small dependence on zq): with zero
+    /// scale every SpatialNorm would silence the decoder until training found its way out.
     pub fn new(p: &Params<'_>, channels: i64, zq_channels: i64) -> Self {
+        let small = tch::nn::Init::Randn { mean: 0.0, stdev: 0.02 };
         SpatialNorm {
             norm_layer: GroupNorm::new(&p.sub("norm_layer"), channels),
-            conv_y: Conv2d::new(&p.sub("conv_y"), zq_channels, channels, 1, 1, 0),
-            conv_b: Conv2d::new(&p.sub("conv_b"), zq_channels, channels, 1, 1, 0),
+            conv_y: Conv2d::with_init(&p.sub("conv_y"), zq_channels, channels, 1, 1, 0, small, 1.0),
+            conv_b: Conv2d::with_init(&p.sub("conv_b"), zq_channels, channels, 1, 1, 0, small, 0.0),
         }
     }
 
@@ -85,12 +88,23 @@ pub struct ResnetBlock {
 }
 
 impl ResnetBlock {
+    /// conv2 starts at zero, so a fresh block is the identity (its shortcut): deep stacks of
+    /// them then train from a shallow network outwards, which converges far faster.
     pub fn new(p: &Params<'_>, cin: i64, cout: i64, zq: Option<i64>, dropout: f64) -> Self {
         ResnetBlock {
             norm1: Norm::new(&p.sub("norm1"), cin, zq),
             conv1: Conv2d::new(&p.sub("conv1"), cin, cout, 3, 1, 1),
             norm2: Norm::new(&p.sub("norm2"), cout, zq),
-            conv2: Conv2d::new(&p.sub("conv2"), cout, cout, 3, 1, 1),
+            conv2: Conv2d::with_init(
+                &p.sub("conv2"),
+                cout,
+                cout,
+                3,
+                1,
+                1,
+                tch::nn::Init::Const(0.0),
+                0.0,
+            ),
             nin_shortcut: (cin != cout)
                 .then(|| Conv2d::new(&p.sub("nin_shortcut"), cin, cout, 1, 1, 0)),
             dropout,
@@ -125,7 +139,17 @@ impl AttnBlock {
             q: Conv2d::new(&p.sub("q"), c, c, 1, 1, 0),
             k: Conv2d::new(&p.sub("k"), c, c, 1, 1, 0),
             v: Conv2d::new(&p.sub("v"), c, c, 1, 1, 0),
-            proj_out: Conv2d::new(&p.sub("proj_out"), c, c, 1, 1, 0),
+            // Zero output projection: a fresh attention block is the identity too.
+            proj_out: Conv2d::with_init(
+                &p.sub("proj_out"),
+                c,
+                c,
+                1,
+                1,
+                0,
+                tch::nn::Init::Const(0.0),
+                0.0,
+            ),
         }
     }
 
