@@ -14,7 +14,7 @@ pub struct EvalArgs {
     /// The model folder.
     #[arg(long)]
     pub model: PathBuf,
-    /// quick or full.
+    /// smoke, quick or full.
     #[arg(long, default_value = "quick")]
     pub suite: String,
     /// Output folder for report.json, report.md and sample grids.

@@ -157,11 +157,14 @@ impl Emu3Config {
         Ok(cfg)
     }
 
-    /// Parses either layout (no validation).
+    /// Parses either layout (no validation). The defaults are the 8B model's, so a file that
+    /// names none of the shape fields is refused rather than read as an 8B model.
     pub fn from_value(value: Value) -> Result<Self> {
         let Some(text) = value.get("text_config") else {
+            require_shape(&value)?;
             return Ok(serde_json::from_value(value)?);
         };
+        require_shape(text).context("in `text_config`")?;
         let mut flat = text.clone();
         let obj = flat.as_object_mut().context("`text_config` must be an object")?;
         if let Some(theta) = text.pointer("/rope_parameters/rope_theta") {
@@ -274,6 +277,22 @@ impl Emu3Config {
     }
 }
 
+/// The fields without which a config does not describe a language model.
+fn require_shape(v: &Value) -> Result<()> {
+    let missing: Vec<&str> =
+        ["vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads"]
+            .into_iter()
+            .filter(|k| v.get(*k).is_none())
+            .collect();
+    if !missing.is_empty() {
+        bail!(
+            "it names no {} (a vision-tokenizer folder, perhaps?)",
+            missing.iter().map(|k| format!("`{k}`")).collect::<Vec<_>>().join(", ")
+        );
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -293,6 +312,18 @@ mod tests {
         hf.image_area = orig.image_area;
         assert_eq!(hf, orig);
         assert_eq!(hf, Emu3Config::tiny());
+    }
+
+    #[test]
+    fn a_vision_tokenizer_config_is_not_read_as_an_8b_model() {
+        let e = format!(
+            "{:#}",
+            Emu3Config::from_file(&fixture("original/vision_tokenizer/config.json")).unwrap_err()
+        );
+        assert!(
+            e.contains("names no `vocab_size`") && e.contains("not an Emu3 language-model config"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -77,6 +77,8 @@ impl Emu3ForCausalLM {
     pub fn load(dir: &Path, device: Device, kind: Kind) -> Result<Self> {
         let config = Emu3Config::from_file(&dir.join("config.json"))?;
         let ckpt = Checkpoint::open(dir)?;
+        // Before allocating anything: are these language-model weights at all?
+        LmLayout::detect(&ckpt)?;
         let model = Self::new(&config, device, kind)?;
         model.load_weights(&ckpt)?;
         Ok(model)

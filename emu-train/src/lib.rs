@@ -12,4 +12,5 @@ pub mod pipeline;
 pub mod plot;
 pub mod presets;
 pub mod summary;
+pub mod toy;
 pub mod vq_train;

@@ -78,11 +78,23 @@ impl BenchOptions {
         }
     }
 
+    /// Just enough of every benchmark to exercise it end to end (tests, CI).
+    pub fn smoke() -> Self {
+        BenchOptions {
+            prompts_per_category: 1,
+            vqa_images: 2,
+            video_prompts: 1,
+            recon_images: 4,
+            ..Self::quick()
+        }
+    }
+
     pub fn suite(name: &str) -> Result<Self> {
         match name {
+            "smoke" => Ok(Self::smoke()),
             "quick" => Ok(Self::quick()),
             "full" => Ok(Self::full()),
-            o => bail!("unknown suite `{o}`; expected quick or full"),
+            o => bail!("unknown suite `{o}`; expected smoke, quick or full"),
         }
     }
 

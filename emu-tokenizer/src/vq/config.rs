@@ -105,6 +105,10 @@ impl VqConfig {
         let value: serde_json::Value = serde_json::from_str(&text)
             .with_context(|| format!("{} is not valid JSON", path.display()))?;
         let value = value.get("vq_config").cloned().unwrap_or(value);
+        // Defaults are the released tokenizer's; a file naming no codebook is something else.
+        if value.get("codebook_size").is_none() {
+            bail!("{} has no `codebook_size`: not a VQ tokenizer config", path.display());
+        }
         let cfg: VqConfig = serde_json::from_value(value)
             .with_context(|| format!("{}: not a VQ tokenizer config", path.display()))?;
         cfg.validate().with_context(|| format!("invalid VQ config in {}", path.display()))?;

@@ -1,0 +1,110 @@
+//! A complete but untrained model folder in seconds: a tiny VQ tokenizer, a BPE tokenizer with
+//! our specials and visual tokens, and a tiny transformer wired to them. For tests and examples
+//! of everything that needs "a model folder" (generation, understanding, the CLI).
+
+use crate::pipeline::{model_config, special_tokens};
+use crate::presets::PipelineConfig;
+use anyhow::Result;
+use emu_model::{Emu3Config, Emu3ForCausalLM};
+use emu_tokenizer::text::TextTokenizer;
+use emu_tokenizer::vocab::visual_token_name;
+use emu_tokenizer::vq::{VqConfig, VqModel};
+use std::path::Path;
+use tch::{Device, Kind};
+
+/// Pixel size of the toy model's images (its grid is 4×4 codes).
+pub const TOY_SIZE: u32 = 32;
+
+/// Writes a random tiny model folder into `dir` (config.json, model.safetensors,
+/// tokenizer.json, vision_tokenizer/).
+pub fn write_toy_model(dir: &Path, seed: i64) -> Result<()> {
+    tch::manual_seed(seed);
+    let vq_cfg = VqConfig {
+        codebook_size: 16,
+        embed_dim: 4,
+        z_channels: 4,
+        ch: 32,
+        ch_mult: vec![1, 1, 1, 1],
+        num_res_blocks: 1,
+        attn_resolutions: vec![],
+        ..VqConfig::emu3()
+    };
+    let vq = VqModel::new(vq_cfg.clone(), Device::Cpu, Kind::Float)?;
+    vq.save(&dir.join("vision_tokenizer"))?;
+    let mut specials = special_tokens();
+    specials.extend((0..vq_cfg.codebook_size).map(visual_token_name));
+    let corpus: Vec<String> = [
+        "a red circle",
+        "two blue squares",
+        "what color is the star?",
+        " yes",
+        " no",
+        "describe the image",
+        "a green triangle moves right",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let text = TextTokenizer::train_bpe(&corpus, 300, &specials)?;
+    text.save(&dir.join("tokenizer.json"))?;
+    let cfg = PipelineConfig {
+        model: Emu3Config {
+            hidden_size: 32,
+            intermediate_size: 64,
+            num_hidden_layers: 1,
+            num_attention_heads: 4,
+            num_key_value_heads: 2,
+            max_position_embeddings: 256,
+            ..Emu3Config::tiny()
+        },
+        ..PipelineConfig::preset("smoke")?
+    };
+    let model_cfg = model_config(&cfg, &text, TOY_SIZE, vq_cfg.spatial_factor())?;
+    Emu3ForCausalLM::new(&model_cfg, Device::Cpu, Kind::Float)?.save(dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use emu_model::generate::{GenerateConfig, Structure};
+    use emu_model::pipeline::Emu3;
+
+    #[test]
+    fn the_toy_model_loads_and_generates_and_answers() {
+        let dir = tempfile::tempdir().unwrap();
+        write_toy_model(dir.path(), 1).unwrap();
+        let m = Emu3::load(dir.path(), None, Device::Cpu, Kind::Float).unwrap();
+        let cfg = GenerateConfig { cfg_scale: 2.0, ..Default::default() };
+        let out = m
+            .text_to_grid(
+                &["a red circle".into()],
+                "",
+                Structure::image(4, 4),
+                1,
+                &cfg,
+                &mut |_, _, _| {},
+            )
+            .unwrap();
+        assert_eq!(out[0].frames[0].dimensions(), (TOY_SIZE, TOY_SIZE));
+        assert_eq!(out[0].codes[0].len(), 16);
+        let v = m
+            .text_to_grid(
+                &["a circle".into()],
+                "",
+                Structure { h: 4, w: 4, frames: 2 },
+                8,
+                &cfg,
+                &mut |_, _, _| {},
+            )
+            .unwrap();
+        assert_eq!(v[0].frames.len(), 8);
+        let a = m.answer(
+            &out[0].frames[0],
+            (4, 4),
+            "what color is the star?",
+            &GenerateConfig { max_new_tokens: 5, ..Default::default() },
+            &mut |_| {},
+        );
+        assert!(a.is_ok());
+    }
+}
