@@ -67,7 +67,7 @@ impl KvCache {
             self.len,
             self.capacity
         );
-        let _ = self.valid.narrow(1, self.len, l).copy_(new_valid);
+        self.valid.narrow(1, self.len, l).copy_(new_valid);
         let steps = new_valid.to_kind(Kind::Int64).cumsum(1, Kind::Int64);
         let positions = (&steps - 1 + self.next_pos.unsqueeze(1)).clamp_min(0);
         self.next_pos += steps.select(1, l - 1);
@@ -78,8 +78,8 @@ impl KvCache {
     /// filled prefix `[B,Hkv,len+l,Dh]` of each.
     pub(crate) fn store(&mut self, i: usize, k: &Tensor, v: &Tensor) -> (Tensor, Tensor) {
         let l = k.size()[2];
-        let _ = self.k[i].narrow(2, self.len, l).copy_(k);
-        let _ = self.v[i].narrow(2, self.len, l).copy_(v);
+        self.k[i].narrow(2, self.len, l).copy_(k);
+        self.v[i].narrow(2, self.len, l).copy_(v);
         (self.k[i].narrow(2, 0, self.len + l), self.v[i].narrow(2, 0, self.len + l))
     }
 

@@ -211,9 +211,9 @@ impl Emu3ForCausalLM {
                 cache,
                 p,
             );
-            h = h + a.dropout(p, train);
+            h += a.dropout(p, train);
             let f = layer.mlp.forward(&layer.post_attention_layernorm.forward(&h));
-            h = h + f.dropout(p, train);
+            h += f.dropout(p, train);
         }
         if let Keys::Cached(cache) = keys {
             cache.advance(ids.size()[1]);

@@ -170,7 +170,7 @@ impl Emu3 {
             return Ok(vec![Vec::try_from(c.flatten(0, -1))?]);
         }
         ensure!(
-            frames.len() % k == 0,
+            frames.len().is_multiple_of(k),
             "{} frames given; video frames come in groups of {k}",
             frames.len()
         );

@@ -38,16 +38,26 @@ pub fn processor_for(dir: &Path, vq: &VqModel) -> Result<ImageProcessor> {
     Ok(proc)
 }
 
-/// Reads a video: a GIF file or a folder of image frames.
+fn is_image_file(p: &Path) -> bool {
+    let ext = p.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase);
+    matches!(ext.as_deref(), Some("png" | "jpg" | "jpeg" | "gif" | "webp" | "bmp"))
+}
+
+/// Reads a video: a GIF file or a folder of image frames (other files, like a caption, are
+/// ignored).
 pub fn load_video(path: &Path) -> Result<Vec<RgbImage>> {
     if path.is_dir() {
         let mut files: Vec<PathBuf> = std::fs::read_dir(path)
             .with_context(|| format!("reading {}", path.display()))?
             .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.is_file())
+            .filter(|p| p.is_file() && is_image_file(p))
             .collect();
         files.sort();
-        ensure!(!files.is_empty(), "video folder {} holds no frames", path.display());
+        ensure!(
+            !files.is_empty(),
+            "video folder {} holds no frames (png, jpg, gif, webp, bmp)",
+            path.display()
+        );
         let frames = files.iter().map(|f| load_image(f)).collect::<Result<Vec<_>>>()?;
         let (w, h) = frames[0].dimensions();
         for (f, img) in files.iter().zip(&frames) {

@@ -153,7 +153,7 @@ pub fn train_lm(
     on_progress: &mut dyn FnMut(Progress<'_>) -> Result<()>,
 ) -> Result<Emu3ForCausalLM> {
     ensure!(
-        cfg.batch_size % dist.world() == 0,
+        cfg.batch_size.is_multiple_of(dist.world()),
         "batch_size {} must be divisible by the {} ranks",
         cfg.batch_size,
         dist.world()

@@ -85,7 +85,7 @@ fn resuming_from_a_checkpoint_continues_bit_exactly() {
             &first,
             &Dist::single(),
             &mut |p| match p {
-                Progress::Step { step, .. } if step == 5 => {
+                Progress::Step { step: 5, .. } => {
                     anyhow::bail!("simulated kill at step 5")
                 }
                 _ => Ok(()),

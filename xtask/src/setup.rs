@@ -83,7 +83,7 @@ pub fn run(args: &Args) -> Result<()> {
             cuda.as_deref().unwrap_or("none")
         ),
         Libtorch::User(p) => eprintln!("setup: using your libtorch at {}", p.display()),
-        Libtorch::Bundled(_) => {}
+        Libtorch::Bundled(p) => eprintln!("setup: cargo builds against {}", p.display()),
     }
     ensure_gloo()?;
     Ok(())

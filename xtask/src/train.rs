@@ -149,8 +149,9 @@ mod tests {
     #[test]
     fn the_schema_check_accepts_reports_and_names_what_is_wrong() {
         let bench = |n: &str| serde_json::json!({"name": n, "protocol": "p", "metrics": {"x": 0.5}, "samples": [], "details": null, "seconds": 1.0});
-        let mut v = serde_json::json!({"schema": 1, "model": "m", "suite": "quick", "seconds": 2.0,
-            "benchmarks": ["geneval", "vqa", "video", "recon", "ppl"].iter().map(|n| bench(n)).collect::<Vec<_>>()});
+        let benches: Vec<serde_json::Value> =
+            ["geneval", "vqa", "video", "recon", "ppl"].iter().map(|n| bench(n)).collect();
+        let mut v = serde_json::json!({"schema": 1, "model": "m", "suite": "quick", "seconds": 2.0, "benchmarks": benches});
         check_report_schema(&v).unwrap();
         v["benchmarks"][1]["metrics"]["x"] = serde_json::Value::Null;
         assert!(format!("{:#}", check_report_schema(&v).unwrap_err()).contains("vqa.x"));

@@ -159,7 +159,10 @@ impl Loader {
 
 /// Rank `rank`'s rows of a global batch of `n` rows split over `world` ranks.
 pub fn rank_rows(n: usize, rank: usize, world: usize) -> std::ops::Range<usize> {
-    assert!(n % world == 0, "global batch {n} must be divisible by the world size {world}");
+    assert!(
+        n.is_multiple_of(world),
+        "global batch {n} must be divisible by the world size {world}"
+    );
     let per = n / world;
     rank * per..(rank + 1) * per
 }

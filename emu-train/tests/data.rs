@@ -1,0 +1,166 @@
+//! Data sources, pre-tokenisation and VQ training on small inputs.
+
+use emu_tokenizer::text::TextTokenizer;
+use emu_tokenizer::vocab::visual_token_name;
+use emu_tokenizer::vq::{VqConfig, VqModel};
+use emu_train::data::records::{self, Record, WorldData};
+use emu_train::data::shards::{Task, TokenStore};
+use emu_train::data::tokenize::{TokenizeOptions, tokenize};
+use emu_train::pipeline::special_tokens;
+use emu_train::vq_train::{PixelSource, VqTrainConfig, train_vq};
+use image::{Rgb, RgbImage};
+use tch::{Device, Kind, Tensor};
+
+fn img(c: u8) -> RgbImage {
+    RgbImage::from_pixel(20, 12, Rgb([c, 100, 50]))
+}
+
+#[test]
+fn bad_records_are_counted_and_skipped_not_fatal() {
+    let dir = tempfile::tempdir().unwrap();
+    img(10).save(dir.path().join("a.png")).unwrap();
+    img(200).save(dir.path().join("b.png")).unwrap();
+    std::fs::write(dir.path().join("broken.png"), b"garbage").unwrap();
+    let lines = [
+        r#"{"file": "a.png", "caption": "a red thing"}"#,
+        r#"{"file": "broken.png", "caption": "unreadable"}"#,
+        r#"{"file": "b.png", "caption": "   "}"#,
+        r#"not json"#,
+        r#"{"file": "b.png", "caption": "a blue thing", "qa": [["what color?", "blue"]]}"#,
+        r#"{"file": "missing.png", "caption": "gone"}"#,
+    ];
+    let captions = dir.path().join("captions.jsonl");
+    std::fs::write(&captions, lines.join("\n")).unwrap();
+    let (recs, skipped) = records::image_folder_records(dir.path(), &captions, 16).unwrap();
+    assert_eq!((recs.len(), skipped), (2, 4));
+    match &recs[1] {
+        Record::Image { image, caption, qa } => {
+            assert_eq!(image.dimensions(), (16, 16));
+            assert_eq!(caption, "a blue thing");
+            assert_eq!(qa.len(), 2, "its own question and the description");
+        }
+        _ => panic!("an image record"),
+    }
+
+    let vids = tempfile::tempdir().unwrap();
+    let good = vids.path().join("clip1");
+    std::fs::create_dir_all(&good).unwrap();
+    for i in 0..8 {
+        img(i * 20).save(good.join(format!("{i:02}.png"))).unwrap();
+    }
+    std::fs::write(good.join("caption.txt"), "a thing moves right\n").unwrap();
+    std::fs::create_dir_all(vids.path().join("clip2")).unwrap();
+    img(1).save(vids.path().join("clip2/0.png")).unwrap();
+    let (v, skipped) = records::video_folder_records(vids.path(), 16, 8, 8).unwrap();
+    assert_eq!((v.len(), skipped), (1, 1));
+}
+
+#[test]
+fn pre_tokenisation_writes_every_task_of_every_record() {
+    let vq = VqModel::new(
+        VqConfig {
+            codebook_size: 16,
+            ch: 32,
+            ch_mult: vec![1, 1, 1, 1],
+            num_res_blocks: 1,
+            attn_resolutions: vec![],
+            ..VqConfig::tiny()
+        },
+        Device::Cpu,
+        Kind::Float,
+    )
+    .unwrap();
+    let recs = records::world_records(&WorldData {
+        images: 6,
+        videos: 2,
+        size: 32,
+        frames: 4,
+        ..Default::default()
+    });
+    let mut specials = special_tokens();
+    specials.extend((0..16).map(visual_token_name));
+    let text = TextTokenizer::train_bpe(&records::corpus(&recs), 300, &specials).unwrap();
+    let cfg = emu_train::presets::PipelineConfig::preset("smoke").unwrap();
+    let model_cfg = emu_train::pipeline::model_config(&cfg, &text, 32, 8).unwrap();
+    let vocab = emu_model::pipeline::layout_for(&model_cfg, Some(16), |s| {
+        text.token_to_id(s).map(i64::from)
+    })
+    .unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let idx = tokenize(
+        &recs,
+        &vq,
+        &text,
+        &vocab,
+        out.path(),
+        &TokenizeOptions { batch: 4, per_shard: 5, ..Default::default() },
+    )
+    .unwrap();
+    let store = TokenStore::open(out.path()).unwrap();
+    let count = |t: Task| store.samples.iter().filter(|(_, k)| *k == t).count();
+    // Every image: one text-to-image sample and one per question (2 + the description).
+    assert_eq!(count(Task::TextToImage), 6);
+    assert_eq!(count(Task::Understanding), 6 * 3);
+    assert_eq!(count(Task::TextToVideo), 2);
+    assert_eq!(idx.samples, 6 + 18 + 2);
+    assert!(idx.shards.len() > 1);
+    // Image samples hold a 4x4 grid: 16 codes and 4 EOLs.
+    let (s, _) = store.samples.iter().find(|(_, k)| *k == Task::TextToImage).unwrap();
+    assert_eq!(s.ids.iter().filter(|&&t| vocab.is_visual(t)).count(), 16);
+    assert_eq!(s.ids.iter().filter(|&&t| t == vocab.special.eol).count(), 4);
+}
+
+struct Squares {
+    next: u64,
+}
+
+impl PixelSource for Squares {
+    fn images(&mut self, b: i64) -> Tensor {
+        self.next += 1;
+        let x = Tensor::zeros([b, 3, 16, 16], (Kind::Float, Device::Cpu)) - 0.5;
+        let _ = x.narrow(2, 4, 8).narrow(3, (self.next % 8) as i64, 8).fill_(0.8);
+        x
+    }
+    fn videos(&mut self, b: i64) -> Tensor {
+        self.images(b * 4).view([b, 4, 3, 16, 16])
+    }
+}
+
+#[test]
+fn vq_training_learns_and_saves_a_loadable_tokenizer() {
+    let run = tempfile::tempdir().unwrap();
+    let cfg = VqConfig {
+        codebook_size: 32,
+        embed_dim: 4,
+        z_channels: 4,
+        ch: 32,
+        ch_mult: vec![1, 1, 1],
+        num_res_blocks: 1,
+        attn_resolutions: vec![],
+        ..VqConfig::emu3()
+    };
+    let tc = VqTrainConfig {
+        steps: 40,
+        batch_size: 4,
+        video_every: 10,
+        restart_every: 10,
+        ..Default::default()
+    };
+    let mut psnr = Vec::new();
+    let vq = train_vq(
+        run.path(),
+        &run.path().join("vq"),
+        &cfg,
+        &mut Squares { next: 0 },
+        &tc,
+        &mut |s| psnr.push(s.psnr),
+    )
+    .unwrap();
+    let first: f64 = psnr[..5].iter().sum::<f64>() / 5.0;
+    let last: f64 = psnr[psnr.len() - 5..].iter().sum::<f64>() / 5.0;
+    assert!(last > first + 3.0, "PSNR should rise: {first:.1} -> {last:.1} dB");
+    let back = VqModel::load(&run.path().join("vq"), Device::Cpu, Kind::Float).unwrap();
+    let x = Squares { next: 3 }.images(2);
+    assert!(back.encode_images(&x).equal(&vq.encode_images(&x)));
+    assert!(run.path().join("metrics.jsonl").exists());
+}
