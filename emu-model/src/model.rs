@@ -211,9 +211,10 @@ impl Emu3ForCausalLM {
                 cache,
                 p,
             );
-            h += a.dropout(p, train);
+            // Out of place: `h` is saved for backward, so an in-place add would corrupt autograd.
+            h = &h + a.dropout(p, train);
             let f = layer.mlp.forward(&layer.post_attention_layernorm.forward(&h));
-            h += f.dropout(p, train);
+            h = &h + f.dropout(p, train);
         }
         if let Keys::Cached(cache) = keys {
             cache.advance(ids.size()[1]);

@@ -155,6 +155,21 @@ pub fn run(
         let start = Instant::now();
         let vq = if vq_dir.join("model.safetensors").exists() {
             VqModel::load(&vq_dir, Device::Cpu, Kind::Float)?
+        } else if let Some(init) = init {
+            // Fine-tuning keeps the initial model's tokenizer: its codes are the LM's vocabulary.
+            let src = if init.join("vision_tokenizer/config.json").exists() {
+                init.join("vision_tokenizer")
+            } else {
+                init.to_path_buf()
+            };
+            let vq = VqModel::load(&src, Device::Cpu, Kind::Float).with_context(|| {
+                format!(
+                    "--init {}: its vision tokenizer (in vision_tokenizer/ or the same weights)",
+                    init.display()
+                )
+            })?;
+            vq.save(&vq_dir)?;
+            vq
         } else {
             let frames = match cfg.sources.first() {
                 Some(Source::World(w)) => w.frames,
@@ -179,6 +194,10 @@ pub fn run(
         let start = Instant::now();
         let text = if tok_path.exists() {
             TextTokenizer::from_file(&tok_path)?
+        } else if let Some(init) = init {
+            let tok = TextTokenizer::from_dir(init)?;
+            tok.save(&tok_path)?;
+            tok
         } else {
             let mut specials = special_tokens();
             specials.extend((0..vq.config.codebook_size).map(visual_token_name));
@@ -190,7 +209,7 @@ pub fn run(
 
         let start = Instant::now();
         if !tokens_dir.join("index.json").exists() {
-            let model_cfg = model_config(cfg, &text, size, vq.config.spatial_factor())?;
+            let model_cfg = lm_config(cfg, init, &text, size, vq.config.spatial_factor())?;
             let vocab =
                 emu_model::pipeline::layout_for(&model_cfg, Some(vq.config.codebook_size), |s| {
                     text.token_to_id(s).map(i64::from)
@@ -213,7 +232,7 @@ pub fn run(
 
     let text = TextTokenizer::from_file(&tok_path)?;
     let vq_cfg = emu_tokenizer::vq::VqConfig::from_file(&vq_dir.join("config.json"))?;
-    let model_cfg = model_config(cfg, &text, size, vq_cfg.spatial_factor())?;
+    let model_cfg = lm_config(cfg, init, &text, size, vq_cfg.spatial_factor())?;
     let store = TokenStore::open(&tokens_dir)?;
     let companions =
         Companions { tokenizer: tok_path.clone(), vision_tokenizer: Some(vq_dir.clone()) };
@@ -272,6 +291,20 @@ pub fn run(
     t.eval_s = start.elapsed().as_secs_f64();
     crate::summary::write(run, cfg, &t, report.as_ref())?;
     Ok(report)
+}
+
+/// The LM config of this run: the initial model's own when fine-tuning, else [`model_config`].
+fn lm_config(
+    cfg: &PipelineConfig,
+    init: Option<&Path>,
+    text: &TextTokenizer,
+    size: u32,
+    f: i64,
+) -> Result<Emu3Config> {
+    match init {
+        Some(dir) => Emu3Config::from_file(&dir.join("config.json")),
+        None => model_config(cfg, text, size, f),
+    }
 }
 
 /// The transformer's config: the preset's shape with our tokenizer's vocabulary and token ids.

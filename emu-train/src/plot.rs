@@ -111,6 +111,6 @@ mod tests {
         let img = image::open(&p).unwrap().to_rgb8();
         // The series starts at the top-left corner of the plot area and ends at the bottom-right.
         assert_eq!(img.get_pixel(LEFT, TOP).0, COLORS[0]);
-        assert_eq!(img.get_pixel(W - RIGHT, H - BOTTOM - 1).0, COLORS[0]);
+        assert_eq!(img.get_pixel(W - RIGHT, H - BOTTOM).0, COLORS[0]);
     }
 }

@@ -192,7 +192,7 @@ pub fn train_vq(
         let adversarial = gan.as_ref().filter(|_| step >= cfg.adversarial_start);
         if let Some(g) = adversarial {
             let fake = f.recon.flatten(0, 1);
-            loss -= g.forward(&fake).mean(Kind::Float) * cfg.adversarial_weight;
+            loss = &loss - g.forward(&fake).mean(Kind::Float) * cfg.adversarial_weight;
         }
         opt.zero_grad();
         loss.backward();

@@ -164,3 +164,39 @@ fn vq_training_learns_and_saves_a_loadable_tokenizer() {
     assert!(back.encode_images(&x).equal(&vq.encode_images(&x)));
     assert!(run.path().join("metrics.jsonl").exists());
 }
+
+#[test]
+fn fine_tuning_starts_from_a_model_folder_and_keeps_its_tokenizers() {
+    let init = tempfile::tempdir().unwrap();
+    emu_train::toy::write_toy_model(init.path(), 5).unwrap();
+    let runs = tempfile::tempdir().unwrap();
+    let run = runs.path().join("ft");
+    let mut cfg = emu_train::presets::PipelineConfig::preset("smoke").unwrap();
+    cfg.sources = vec![emu_train::presets::Source::World(WorldData {
+        images: 8,
+        videos: 2,
+        size: emu_train::toy::TOY_SIZE,
+        frames: 8,
+        ..Default::default()
+    })];
+    cfg.lm_train.steps = 2;
+    cfg.lm_train.stage = emu_train::lm::Stage::SftChat;
+    cfg.eval_suite = "none".into();
+    cfg.eval_every = 0;
+    emu_train::pipeline::run(
+        &run,
+        &cfg,
+        Some(init.path()),
+        &emu_train::dist::Dist::single(),
+        false,
+    )
+    .unwrap();
+    assert_eq!(
+        std::fs::read(run.join("tokenizer.json")).unwrap(),
+        std::fs::read(init.path().join("tokenizer.json")).unwrap()
+    );
+    let a = emu_model::Emu3Config::from_file(&init.path().join("config.json")).unwrap();
+    let b = emu_model::Emu3Config::from_file(&run.join("model/config.json")).unwrap();
+    assert_eq!(a, b);
+    emu_model::pipeline::Emu3::load(&run.join("model"), None, Device::Cpu, Kind::Float).unwrap();
+}
