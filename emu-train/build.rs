@@ -56,14 +56,20 @@ fn main() {
         if let Ok(extra) = std::env::var("EMU_NCCL_INCLUDE") {
             dirs.extend(std::env::split_paths(&extra));
         }
-        if has_header(&dirs, "nccl.h") && has_header(&dirs, "cuda_runtime_api.h") {
+        if has_header(&dirs, "nccl.h")
+            && has_header(&dirs, "cuda_runtime_api.h")
+            && has_header(&dirs, "crt/host_config.h")
+            && has_header(&dirs, "nv/target")
+        {
             for d in &dirs {
                 b.include(d);
             }
             b.define("EMU_WITH_NCCL", None).define("USE_C10D_NCCL", None).define("USE_CUDA", None);
         } else {
             println!(
-                "cargo:warning=CUDA libtorch without NCCL/CUDA headers: building Gloo only (set EMU_NCCL_INCLUDE)"
+                "cargo:warning=CUDA libtorch but no NCCL/CUDA headers (nccl.h, crt/host_config.h, nv/target): \
+                 building Gloo only; pip install \"cuda-toolkit[cudart,crt,cccl]==13.0.2\" nvidia-nccl-cu13, \
+                 or set EMU_NCCL_INCLUDE"
             );
         }
     }

@@ -1,5 +1,21 @@
 //! The report every benchmark writes into: one schema for all (`report.json`), rendered as
 //! `report.md` for people.
+//!
+//! Schema 1:
+//! ```json
+//! { "schema": 1, "model": "<model folder>", "suite": "smoke|quick|full", "seconds": 12.3,
+//!   "benchmarks": [ { "name": "geneval|vqa|video|recon|ppl",
+//!                     "protocol": "how it was measured",
+//!                     "metrics": { "<metric>": <finite number>, ... },
+//!                     "details": <any JSON>,
+//!                     "samples": ["<png file beside report.json>", ...],
+//!                     "seconds": 4.5 } ] }
+//! ```
+//! Metrics: geneval `overall` and one per category (`single_object`, `two_object`, `counting`,
+//! `colors`, `position`, `color_attr`), in [0,1]; vqa `accuracy`, `accuracy_<kind>`,
+//! `caption_f1`; video `motion_accuracy`, `caption_agreement`, `continuation_accuracy`; recon
+//! `world_psnr_db`, `world_ssim`, `photo_psnr_db`, `codebook_perplexity`, `codebook_used`; ppl
+//! `loss_image`, `loss_text`, `loss_video` (nats per token).
 
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
