@@ -114,7 +114,8 @@ int emu_nccl_available() {
 }
 
 // backend: 0 = gloo, 1 = nccl.
-void* emu_pg_new(const char* addr, int port, int rank, int world, int timeout_ms, int backend, char** err) {
+// serve: this rank hosts the TCPStore (rank 0, unless torchrun's agent already serves one).
+void* emu_pg_new(const char* addr, int port, int rank, int world, int timeout_ms, int backend, int serve, char** err) {
   Group* g = new Group();
   int rc = guarded(err, [&] {
     g->rank = rank;
@@ -123,7 +124,7 @@ void* emu_pg_new(const char* addr, int port, int rank, int world, int timeout_ms
     std::string host(addr);
     c10::intrusive_ptr<c10d::Store> tcp;
     try {
-      tcp = c10::make_intrusive<c10d::TCPStore>(host, store_options(port, rank == 0, world, timeout_ms));
+      tcp = c10::make_intrusive<c10d::TCPStore>(host, store_options(port, serve != 0, world, timeout_ms));
     } catch (const std::exception& e) {
       throw std::runtime_error("rendezvous with the master at " + host + ":" + std::to_string(port) +
                                " failed (rank " + std::to_string(rank) + " of " + std::to_string(world) +

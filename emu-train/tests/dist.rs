@@ -130,6 +130,7 @@ fn a_failed_rendezvous_names_the_address_and_port() {
         local_rank: 1,
         master_addr: "127.0.0.1".into(),
         master_port: port,
+        agent_store: false,
     };
     let err = Dist::init(topo, Backend::Gloo, Duration::from_secs(2))
         .err()

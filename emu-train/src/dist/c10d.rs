@@ -23,6 +23,7 @@ unsafe extern "C" {
         world: c_int,
         timeout_ms: c_int,
         backend: c_int,
+        serve: c_int,
         err: *mut *mut c_char,
     ) -> *mut c_void;
     fn emu_pg_free(pg: *mut c_void);
@@ -127,6 +128,8 @@ impl ProcessGroup {
             Backend::Nccl => 1,
         };
         let mut err = std::ptr::null_mut();
+        // Rank 0 hosts the store, unless torchrun's agent already does.
+        let serve = c_int::from(topo.rank == 0 && !topo.agent_store);
         // SAFETY: arguments are valid for the call; the shim returns null and sets err on failure.
         let ptr = unsafe {
             emu_pg_new(
@@ -136,6 +139,7 @@ impl ProcessGroup {
                 topo.world as c_int,
                 ms,
                 b,
+                serve,
                 &mut err,
             )
         };

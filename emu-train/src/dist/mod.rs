@@ -20,6 +20,9 @@ pub struct Topology {
     pub local_rank: usize,
     pub master_addr: String,
     pub master_port: u16,
+    /// torchrun already serves a TCPStore at MASTER_ADDR:MASTER_PORT
+    /// (TORCHELASTIC_USE_AGENT_STORE=True): every rank joins it as a client.
+    pub agent_store: bool,
 }
 
 impl Topology {
@@ -30,6 +33,7 @@ impl Topology {
             local_rank: 0,
             master_addr: "127.0.0.1".into(),
             master_port: 29500,
+            agent_store: false,
         }
     }
 
@@ -67,7 +71,9 @@ impl Topology {
                 .with_context(|| format!("MASTER_PORT=`{p}` is not a port number"))?,
             None => 29500,
         };
-        Ok(Topology { rank, world, local_rank: local, master_addr, master_port })
+        let agent_store =
+            get("TORCHELASTIC_USE_AGENT_STORE").is_some_and(|v| v.eq_ignore_ascii_case("true"));
+        Ok(Topology { rank, world, local_rank: local, master_addr, master_port, agent_store })
     }
 }
 
