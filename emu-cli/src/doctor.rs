@@ -28,9 +28,16 @@ struct Report {
 
 pub fn run(g: &Global, a: &DoctorArgs) -> Result<()> {
     let lib = env!("EMU_LIBTORCH_LIB").to_string();
+    // Our libtorch records its version in build-version; a Python torch in version.py.
     let version = std::fs::read_to_string(PathBuf::from(&lib).join("../build-version"))
         .ok()
-        .map(|s| s.trim().to_string());
+        .map(|s| s.trim().to_string())
+        .or_else(|| {
+            let py = std::fs::read_to_string(PathBuf::from(&lib).join("../version.py")).ok()?;
+            py.lines()
+                .find_map(|l| l.strip_prefix("__version__ = "))
+                .map(|v| v.trim_matches(|c| c == '\'' || c == '"').to_string())
+        });
     let mut problems = Vec::new();
     if !PathBuf::from(&lib).join("libtorch_cpu.so").exists() {
         problems.push(format!("libtorch was linked from {lib}, which no longer holds libtorch_cpu.so; fix: run `cargo xtask setup` and rebuild"));
