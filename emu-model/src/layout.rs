@@ -96,14 +96,12 @@ impl Emu3ForCausalLM {
 
     /// Writes config.json and model.safetensors (BAAI layout) into `dir`, atomically.
     pub fn save(&self, dir: &Path) -> Result<()> {
-        std::fs::create_dir_all(dir)?;
-        let mut cfg = serde_json::to_value(&self.config)?;
-        cfg["architectures"] = serde_json::json!(["Emu3ForCausalLM"]);
-        cfg["model_type"] = serde_json::json!("Emu3");
-        checkpoint::write_atomic(&dir.join("config.json"), &serde_json::to_string_pretty(&cfg)?)?;
-        checkpoint::save_atomic(
-            &checkpoint::sorted_vars(&self.vs.variables()),
-            &dir.join("model.safetensors"),
+        checkpoint::save_model_folder(
+            dir,
+            &self.config,
+            "Emu3ForCausalLM",
+            "Emu3",
+            &self.vs.variables(),
         )
     }
 

@@ -292,6 +292,23 @@ pub fn write_atomic(path: &Path, text: &str) -> Result<()> {
     sync_and_rename(&tmp, path)
 }
 
+/// Writes a model folder: `config.json` (`config` plus the `architectures`/`model_type` the
+/// reference tools expect) and `model.safetensors` with every variable, both atomically.
+pub fn save_model_folder(
+    dir: &Path,
+    config: &impl serde::Serialize,
+    architecture: &str,
+    model_type: &str,
+    vars: &HashMap<String, Tensor>,
+) -> Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let mut cfg = serde_json::to_value(config)?;
+    cfg["architectures"] = serde_json::json!([architecture]);
+    cfg["model_type"] = serde_json::json!(model_type);
+    write_atomic(&dir.join("config.json"), &serde_json::to_string_pretty(&cfg)?)?;
+    save_atomic(&sorted_vars(vars), &dir.join("model.safetensors"))
+}
+
 /// The model's parameters in a stable order, for saving.
 pub fn sorted_vars(vars: &HashMap<String, Tensor>) -> Vec<(String, Tensor)> {
     let mut v: Vec<_> = vars.iter().map(|(n, t)| (n.clone(), t.shallow_clone())).collect();

@@ -1,12 +1,11 @@
 //! PNG line plots of training curves (loss over steps, eval scores over steps).
 //!
 //! plotters would need a TrueType font at runtime, which a fresh machine may not have; these
-//! plots draw their labels with the same 8×8 bitmap font as the sample grids.
+//! plots draw their labels with the same 8×8 bitmap font as the sample grids (emu-eval's grid).
 //!
 //! Shapes: W×H pixels of the canvas.
 
 use anyhow::{Context, Result};
-use font8x8::UnicodeFonts;
 use image::{Rgb, RgbImage};
 use std::path::Path;
 
@@ -20,17 +19,7 @@ const COLORS: [[u8; 3]; 6] =
     [[31, 119, 180], [255, 127, 14], [44, 160, 44], [214, 39, 40], [148, 103, 189], [140, 86, 75]];
 
 fn text(img: &mut RgbImage, s: &str, x: u32, y: u32, color: [u8; 3]) {
-    for (i, ch) in s.chars().enumerate() {
-        let g = font8x8::BASIC_FONTS.get(ch).unwrap_or([0; 8]);
-        for (r, bits) in g.iter().enumerate() {
-            for c in 0..8 {
-                let (px, py) = (x + 8 * i as u32 + c, y + r as u32);
-                if bits >> c & 1 == 1 && px < img.width() && py < img.height() {
-                    img.put_pixel(px, py, Rgb(color));
-                }
-            }
-        }
-    }
+    emu_eval::bench::grid::draw_text(img, s, x, y, u32::MAX / 2, color);
 }
 
 fn line(img: &mut RgbImage, (x0, y0): (f64, f64), (x1, y1): (f64, f64), color: [u8; 3]) {

@@ -8,8 +8,9 @@ use image::{Rgb, RgbImage};
 const PAD: u32 = 4;
 const LINE: u32 = 10;
 
-/// Draws `text` at (x, y), clipped to `width` pixels.
-fn draw_text(canvas: &mut RgbImage, text: &str, x: u32, y: u32, width: u32) {
+/// Draws `text` at (x, y) in the 8×8 bitmap font and `color`, clipped to `width` pixels and to
+/// the canvas.
+pub fn draw_text(canvas: &mut RgbImage, text: &str, x: u32, y: u32, width: u32, color: [u8; 3]) {
     for (i, ch) in text.chars().enumerate() {
         let cx = x + 8 * i as u32;
         if cx + 8 > x + width {
@@ -21,8 +22,9 @@ fn draw_text(canvas: &mut RgbImage, text: &str, x: u32, y: u32, width: u32) {
             .unwrap_or([0; 8]);
         for (row, bits) in glyph.iter().enumerate() {
             for col in 0..8 {
-                if bits >> col & 1 == 1 {
-                    canvas.put_pixel(cx + col, y + row as u32, Rgb([20, 20, 20]));
+                let (px, py) = (cx + col, y + row as u32);
+                if bits >> col & 1 == 1 && px < canvas.width() && py < canvas.height() {
+                    canvas.put_pixel(px, py, Rgb(color));
                 }
             }
         }
@@ -60,7 +62,14 @@ pub fn grid(items: &[(String, RgbImage)], cols: usize, scale: u32) -> RgbImage {
     for (i, (label, img)) in items.iter().enumerate() {
         let (cx, cy) = ((i % cols) as u32 * cell_w, (i / cols) as u32 * cell_h);
         for (l, line) in wrap(label, chars).iter().enumerate() {
-            draw_text(&mut canvas, line, cx + PAD, cy + PAD + l as u32 * LINE, cell_w - 2 * PAD);
+            draw_text(
+                &mut canvas,
+                line,
+                cx + PAD,
+                cy + PAD + l as u32 * LINE,
+                cell_w - 2 * PAD,
+                [20, 20, 20],
+            );
         }
         let big = image::imageops::resize(img, w, h, image::imageops::FilterType::Nearest);
         image::imageops::overlay(

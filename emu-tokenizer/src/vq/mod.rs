@@ -19,7 +19,7 @@ pub mod quantize;
 
 use crate::checkpoint::{self, Checkpoint};
 use crate::nn::Params;
-use anyhow::{Context, Result, ensure};
+use anyhow::{Result, ensure};
 use blocks::CausalConv3d;
 pub use config::VqConfig;
 use decoder::Decoder;
@@ -105,14 +105,12 @@ impl VqModel {
 
     /// Writes a tokenizer folder in BAAI's original layout: config.json and model.safetensors.
     pub fn save(&self, dir: &Path) -> Result<()> {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        let mut cfg = serde_json::to_value(&self.config)?;
-        cfg["architectures"] = serde_json::json!(["Emu3VisionVQModel"]);
-        cfg["model_type"] = serde_json::json!("Emu3VisionVQ");
-        checkpoint::write_atomic(&dir.join("config.json"), &serde_json::to_string_pretty(&cfg)?)?;
-        checkpoint::save_atomic(
-            &checkpoint::sorted_vars(&self.vs.variables()),
-            &dir.join("model.safetensors"),
+        checkpoint::save_model_folder(
+            dir,
+            &self.config,
+            "Emu3VisionVQModel",
+            "Emu3VisionVQ",
+            &self.vs.variables(),
         )
     }
 
