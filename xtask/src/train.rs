@@ -100,6 +100,11 @@ pub fn run(args: &Args) -> Result<()> {
 
 /// The `smoke` preset, as `cargo xtask test` runs it, then a check of its report's schema.
 pub fn smoke() -> Result<()> {
+    // A fresh run each time: a leftover run folder would be resumed, testing nothing.
+    let dir = repo_root().join("runs/smoke");
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir).with_context(|| format!("removing the previous {}", dir.display()))?;
+    }
     run(&Args { preset: "smoke".into(), name: Some("smoke".into()), nproc: 1, rest: vec![] })?;
     let path = repo_root().join("runs/smoke/eval/report.json");
     let text = std::fs::read_to_string(&path)
