@@ -53,6 +53,9 @@ pub struct TrainArgs {
     /// Pixel size images are resized to (folder sources).
     #[arg(long, default_value_t = 64)]
     pub size: u32,
+    /// Peak TFLOP/s of one device, to log model FLOPs utilisation (989 for an H100/H200 in bf16).
+    #[arg(long)]
+    pub peak_tflops: Option<f64>,
     /// Skip the final evaluation.
     #[arg(long)]
     pub no_eval: bool,
@@ -86,6 +89,9 @@ pub fn run(g: &Global, a: &TrainArgs) -> Result<()> {
     cfg.lm_train.device = g.device.clone();
     cfg.vq_train.device = g.device.clone();
     cfg.lm_train.bf16 = g.dtype == "bf16";
+    if let Some(p) = a.peak_tflops {
+        cfg.lm_train.peak_tflops = p;
+    }
     if a.no_eval {
         cfg.eval_suite = "none".into();
     }

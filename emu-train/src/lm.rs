@@ -82,6 +82,9 @@ pub struct LmTrainConfig {
     pub device: String,
     /// bf16 autocast (CUDA only; CPU trains in f32).
     pub bf16: bool,
+    /// Peak dense TFLOP/s of one device, to report model FLOPs utilisation (0: do not report;
+    /// an H100/H200 does 989 in bf16).
+    pub peak_tflops: f64,
 }
 
 impl Default for LmTrainConfig {
@@ -104,8 +107,16 @@ impl Default for LmTrainConfig {
             zero1: false,
             device: "cpu".into(),
             bf16: false,
+            peak_tflops: 0.0,
         }
     }
+}
+
+/// Training FLOPs per token: 6 per parameter (forward and backward) plus attention's score and
+/// value products, 12·layers·hidden·context (PaLM's accounting).
+pub fn flops_per_token(cfg: &Emu3Config, context: usize) -> f64 {
+    6.0 * cfg.num_parameters() as f64
+        + 12.0 * (cfg.num_hidden_layers * cfg.hidden_size) as f64 * context as f64
 }
 
 /// No weight decay on norms and embeddings.
@@ -249,8 +260,15 @@ pub fn train_lm(
             (tokens_seen * dist.world()) as f64 / started.elapsed().as_secs_f64().max(1e-9);
         on_progress(Progress::Step { step, loss, lr, grad_norm, tokens_per_s })?;
         if step % cfg.log_every.max(1) == 0 || step + 1 == cfg.steps {
-            metrics.log(serde_json::json!({"phase": "lm", "step": step, "loss": loss, "lr": lr, "grad_norm": grad_norm,
-                "tokens_per_s": tokens_per_s, "epoch": loader.cursor.epoch, "elapsed_s": started.elapsed().as_secs_f64()}))?;
+            let mut rec = serde_json::json!({"phase": "lm", "step": step, "loss": loss, "lr": lr, "grad_norm": grad_norm,
+                "tokens_per_s": tokens_per_s, "epoch": loader.cursor.epoch, "elapsed_s": started.elapsed().as_secs_f64()});
+            if cfg.peak_tflops > 0.0 {
+                let per_device = tokens_per_s / dist.world() as f64;
+                rec["mfu"] = (per_device * flops_per_token(&lm.config, cfg.max_len)
+                    / (cfg.peak_tflops * 1e12))
+                    .into();
+            }
+            metrics.log(rec)?;
         }
         let last = step + 1 == cfg.steps;
         // Checkpoint first, so that an evaluation of this step can read the saved model.
@@ -275,4 +293,23 @@ pub fn train_lm(
         }
     }
     Ok(lm)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flops_per_token_follows_the_palm_accounting() {
+        let c = Emu3Config::emu3_8b();
+        let want = 6.0 * 8_492_011_520.0 + 12.0 * 32.0 * 4096.0 * 4096.0;
+        assert_eq!(flops_per_token(&c, 4096), want);
+        assert_eq!(Stage::SftGen.weighting(Task::Understanding, 0.5), None);
+        assert_eq!(Stage::SftChat.weighting(Task::Understanding, 0.5), Some(Weighting::TextOnly));
+        assert_eq!(
+            Stage::Pretrain.weighting(Task::TextToVideo, 0.5),
+            Some(Weighting::Full { vision: 0.5 })
+        );
+        assert!(Stage::parse("sft-dpo").is_err());
+    }
 }

@@ -93,6 +93,7 @@ impl PipelineConfig {
             zero1: false,
             device: "cpu".into(),
             bf16: false,
+            peak_tflops: 0.0,
         };
         let base = PipelineConfig {
             preset: name.into(),

@@ -103,7 +103,8 @@ pub fn smoke() -> Result<()> {
     // A fresh run each time: a leftover run folder would be resumed, testing nothing.
     let dir = repo_root().join("runs/smoke");
     if dir.exists() {
-        std::fs::remove_dir_all(&dir).with_context(|| format!("removing the previous {}", dir.display()))?;
+        std::fs::remove_dir_all(&dir)
+            .with_context(|| format!("removing the previous {}", dir.display()))?;
     }
     run(&Args { preset: "smoke".into(), name: Some("smoke".into()), nproc: 1, rest: vec![] })?;
     let path = repo_root().join("runs/smoke/eval/report.json");
