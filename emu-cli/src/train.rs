@@ -30,6 +30,10 @@ pub struct TrainArgs {
     /// Training stage: pretrain, sft-gen or sft-chat.
     #[arg(long)]
     pub stage: Option<String>,
+    /// Replace the transformer's shape with a named preset (tiny, small, base, emu3-8b); its
+    /// vocabulary and token ids still come from the tokenizer.
+    #[arg(long)]
+    pub model_preset: Option<String>,
     /// Override the number of LM steps.
     #[arg(long)]
     pub steps: Option<i64>,
@@ -81,6 +85,9 @@ pub fn run(g: &Global, a: &TrainArgs) -> Result<()> {
     }
     if let Some(s) = &a.stage {
         cfg.lm_train.stage = Stage::parse(s)?;
+    }
+    if let Some(m) = &a.model_preset {
+        cfg.model = emu_model::Emu3Config::preset(m)?;
     }
     if let Some(n) = a.steps {
         cfg.lm_train.steps = n;

@@ -89,9 +89,10 @@ impl Dist {
         Dist { topo: Topology::single(), group: None }
     }
 
-    /// Joins the job described by `topo` (rendezvous through a TCPStore on the master).
+    /// Joins the job described by `topo` (rendezvous through a TCPStore on the master). One
+    /// process needs no group, except with NCCL, whose one-rank group is how a GPU run checks it.
     pub fn init(topo: Topology, backend: c10d::Backend, timeout: Duration) -> Result<Self> {
-        if topo.world == 1 {
+        if topo.world == 1 && backend == c10d::Backend::Gloo {
             return Ok(Dist { topo, group: None });
         }
         let group = c10d::ProcessGroup::new(backend, &topo, timeout)?;
