@@ -8,6 +8,7 @@
 use anyhow::{Context, Result, ensure};
 use emu_eval::world::{self, CaptionTemplate, Category, Scene, VideoScene, text::Detail};
 use image::RgbImage;
+use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
@@ -87,7 +88,11 @@ pub fn world_records(cfg: &WorldData) -> Vec<Record> {
             let describe =
                 world::caption_with(&scene, CaptionTemplate::Inventory(Detail::ColorShape), seed)
                     .unwrap_or_else(|| caption.clone());
-            let mut qa: Vec<(String, String)> = world::scene_questions(&scene, seed)
+            // scene_questions lists its kinds in a fixed order (colour, shape, count, relation),
+            // so take a random subset: the first few alone would never teach relations.
+            let mut questions = world::scene_questions(&scene, seed);
+            questions.shuffle(&mut ChaCha8Rng::seed_from_u64(seed ^ 0x5eed_0a));
+            let mut qa: Vec<(String, String)> = questions
                 .into_iter()
                 .take(cfg.qa_per_image)
                 .map(|q| (q.question, q.answer))
@@ -222,4 +227,32 @@ pub fn corpus(records: &[Record]) -> Vec<String> {
     }
     out.push(emu_tokenizer::sequence::CHAT_PREFIX.to_string());
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn world_questions_cover_every_kind() {
+        let cfg = WorldData { images: 300, videos: 0, ..WorldData::default() };
+        let mut kinds = std::collections::BTreeMap::new();
+        for r in world_records(&cfg) {
+            let Record::Image { qa, .. } = r else { panic!("images only") };
+            // Up to qa_per_image questions (a lone object supports fewer), then the description.
+            assert!((2..=cfg.qa_per_image + 1).contains(&qa.len()), "{qa:?}");
+            assert_eq!(qa.last().map(|q| q.0.as_str()), Some(DESCRIBE));
+            for (q, _) in &qa[..qa.len() - 1] {
+                let kind = ["what color", "what shape", "how many", "is the"]
+                    .iter()
+                    .position(|p| q.starts_with(p))
+                    .unwrap_or_else(|| panic!("unknown question form: {q}"));
+                *kinds.entry(kind).or_insert(0usize) += 1;
+            }
+        }
+        // Each of the four kinds gets a fair share of the ~600 questions (relations need two
+        // distinct objects, so they are the rarest).
+        assert_eq!(kinds.len(), 4, "{kinds:?}");
+        assert!(kinds.values().all(|&n| n >= 60), "{kinds:?}");
+    }
 }
