@@ -91,7 +91,7 @@ pub fn world_records(cfg: &WorldData) -> Vec<Record> {
             // scene_questions lists its kinds in a fixed order (colour, shape, count, relation),
             // so take a random subset: the first few alone would never teach relations.
             let mut questions = world::scene_questions(&scene, seed);
-            questions.shuffle(&mut ChaCha8Rng::seed_from_u64(seed ^ 0x5eed_0a));
+            questions.shuffle(&mut ChaCha8Rng::seed_from_u64(seed ^ 0x005e_ed0a));
             let mut qa: Vec<(String, String)> = questions
                 .into_iter()
                 .take(cfg.qa_per_image)
