@@ -90,11 +90,17 @@ fn main() {
                 .env("WORLD_SIZE", "2")
                 .env("MASTER_ADDR", "127.0.0.1")
                 .env("MASTER_PORT", &port)
-                .output()
+                .stdout(std::process::Stdio::piped())
+                .spawn()
                 .unwrap()
         })
         .collect();
-    let out = String::from_utf8_lossy(&kids[0].stdout).into_owned();
+    // Both ranks must run at once (they rendezvous), so spawn both before waiting on either.
+    let outputs: Vec<_> = kids.into_iter().map(|k| k.wait_with_output().unwrap()).collect();
+    for (rank, o) in outputs.iter().enumerate() {
+        assert!(o.status.success(), "bench rank {rank} failed: {}", o.status);
+    }
+    let out = String::from_utf8_lossy(&outputs[0].stdout).into_owned();
     print!("{out}");
     println!("single-process step (same work, 1 thread): {:.1} ms", single * 1e3);
     if let Some(ddp) = out
