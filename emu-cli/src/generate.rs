@@ -186,6 +186,7 @@ pub fn generate(g: &Global, a: &GenerateArgs) -> Result<()> {
 
 #[derive(Args, Debug)]
 pub struct ContinueArgs {
+    /// The model folder.
     #[arg(long)]
     pub model: PathBuf,
     /// The given frames: a GIF or a folder of images (a multiple of 4 frames).
@@ -197,16 +198,21 @@ pub struct ContinueArgs {
     /// What happens in the video.
     #[arg(long, default_value = "")]
     pub prompt: String,
+    /// Aspect ratio W:H of each frame; the grid follows from the model's image_area.
     #[arg(long, default_value = "1:1", conflicts_with = "grid")]
     pub ratio: String,
+    /// Code grid HxW (rows x columns) of each frame instead of --ratio.
     #[arg(long, value_parser = crate::tokenize::parse_size)]
     pub grid: Option<(u32, u32)>,
+    /// Frames per second of the video.
     #[arg(long, default_value_t = 8)]
     pub fps: i64,
+    /// Output folder.
     #[arg(long, short, default_value = "out")]
     pub out: PathBuf,
     #[command(flatten)]
     pub sampling: SamplingArgs,
+    /// A separate vision-tokenizer folder.
     #[arg(long)]
     pub vq: Option<PathBuf>,
 }

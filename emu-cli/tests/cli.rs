@@ -77,8 +77,7 @@ fn generate_images_and_videos_with_sidecars() {
     let (_d, model) = toy();
     let out = tempfile::tempdir().unwrap();
     let o = out.path().display().to_string();
-    let v = json(&ok(&[
-        "--json",
+    let request = [
         "generate",
         "--model",
         &model,
@@ -92,9 +91,8 @@ fn generate_images_and_videos_with_sidecars() {
         "2",
         "--seed",
         "5",
-        "-o",
-        &o,
-    ]));
+    ];
+    let v = json(&ok(&[&["--json"], &request[..], &["-o", &o]].concat()));
     assert_eq!(v.as_array().unwrap().len(), 4);
     let png = out.path().join("001_01.png");
     assert_eq!(image::open(&png).unwrap().to_rgb8().dimensions(), (32, 32));
@@ -103,23 +101,7 @@ fn generate_images_and_videos_with_sidecars() {
     assert_eq!(side["grid"], serde_json::json!([4, 4]));
     // Same seed, same image.
     let again = tempfile::tempdir().unwrap();
-    ok(&[
-        "generate",
-        "--model",
-        &model,
-        "--prompt",
-        "a red circle",
-        "--prompt",
-        "two blue squares",
-        "--grid",
-        "4x4",
-        "--num",
-        "2",
-        "--seed",
-        "5",
-        "-o",
-        &again.path().display().to_string(),
-    ]);
+    ok(&[&request[..], &["-o", &again.path().display().to_string()]].concat());
     assert_eq!(
         std::fs::read(&png).unwrap(),
         std::fs::read(again.path().join("001_01.png")).unwrap()

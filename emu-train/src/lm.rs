@@ -304,6 +304,10 @@ mod tests {
         let c = Emu3Config::emu3_8b();
         let want = 6.0 * 8_492_011_520.0 + 12.0 * 32.0 * 4096.0 * 4096.0;
         assert_eq!(flops_per_token(&c, 4096), want);
+    }
+
+    #[test]
+    fn stages_weight_their_tasks() {
         assert_eq!(Stage::SftGen.weighting(Task::Understanding, 0.5), None);
         assert_eq!(Stage::SftChat.weighting(Task::Understanding, 0.5), Some(Weighting::TextOnly));
         assert_eq!(

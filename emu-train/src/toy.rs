@@ -15,11 +15,9 @@ use tch::{Device, Kind};
 /// Pixel size of the toy model's images (its grid is 4×4 codes).
 pub const TOY_SIZE: u32 = 32;
 
-/// Writes a random tiny model folder into `dir` (config.json, model.safetensors,
-/// tokenizer.json, vision_tokenizer/).
-pub fn write_toy_model(dir: &Path, seed: i64) -> Result<()> {
-    tch::manual_seed(seed);
-    let vq_cfg = VqConfig {
+/// The toy model's vision tokenizer: 16 codes, 8× spatial downsampling, no attention.
+pub fn toy_vq_config() -> VqConfig {
+    VqConfig {
         codebook_size: 16,
         embed_dim: 4,
         z_channels: 4,
@@ -28,7 +26,14 @@ pub fn write_toy_model(dir: &Path, seed: i64) -> Result<()> {
         num_res_blocks: 1,
         attn_resolutions: vec![],
         ..VqConfig::emu3()
-    };
+    }
+}
+
+/// Writes a random tiny model folder into `dir` (config.json, model.safetensors,
+/// tokenizer.json, vision_tokenizer/).
+pub fn write_toy_model(dir: &Path, seed: i64) -> Result<()> {
+    tch::manual_seed(seed);
+    let vq_cfg = toy_vq_config();
     let vq = VqModel::new(vq_cfg.clone(), Device::Cpu, Kind::Float)?;
     vq.save(&dir.join("vision_tokenizer"))?;
     let mut specials = special_tokens();

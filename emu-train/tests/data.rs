@@ -57,19 +57,8 @@ fn bad_records_are_counted_and_skipped_not_fatal() {
 
 #[test]
 fn pre_tokenisation_writes_every_task_of_every_record() {
-    let vq = VqModel::new(
-        VqConfig {
-            codebook_size: 16,
-            ch: 32,
-            ch_mult: vec![1, 1, 1, 1],
-            num_res_blocks: 1,
-            attn_resolutions: vec![],
-            ..VqConfig::tiny()
-        },
-        Device::Cpu,
-        Kind::Float,
-    )
-    .unwrap();
+    let vq = VqModel::new(emu_train::toy::toy_vq_config(), Device::Cpu, Kind::Float).unwrap();
+    let codes = vq.config.codebook_size;
     let recs = records::world_records(&WorldData {
         images: 6,
         videos: 2,
@@ -78,11 +67,11 @@ fn pre_tokenisation_writes_every_task_of_every_record() {
         ..Default::default()
     });
     let mut specials = special_tokens();
-    specials.extend((0..16).map(visual_token_name));
+    specials.extend((0..codes).map(visual_token_name));
     let text = TextTokenizer::train_bpe(&records::corpus(&recs), 300, &specials).unwrap();
     let cfg = emu_train::presets::PipelineConfig::preset("smoke").unwrap();
     let model_cfg = emu_train::pipeline::model_config(&cfg, &text, 32, 8).unwrap();
-    let vocab = emu_model::pipeline::layout_for(&model_cfg, Some(16), |s| {
+    let vocab = emu_model::pipeline::layout_for(&model_cfg, Some(codes), |s| {
         text.token_to_id(s).map(i64::from)
     })
     .unwrap();
