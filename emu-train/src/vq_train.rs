@@ -37,6 +37,9 @@ pub struct VqTrainConfig {
     pub hard_pixel_power: f64,
     /// Share of steps that train on video clips instead of images.
     pub video_every: i64,
+    /// Start the temporal layers as the identity (see `VqModel::init_temporal_identity`)
+    /// instead of at random.
+    pub temporal_identity_init: bool,
     /// PatchGAN hinge loss from this step on (0: never).
     pub adversarial_start: i64,
     pub adversarial_weight: f64,
@@ -58,6 +61,7 @@ impl Default for VqTrainConfig {
             restart_from_errors: true,
             hard_pixel_power: 0.0,
             video_every: 0,
+            temporal_identity_init: true,
             adversarial_start: 0,
             adversarial_weight: 0.1,
             seed: 0,
@@ -129,6 +133,21 @@ fn worst_patches(z: &Tensor, diff: &Tensor, f: i64) -> Tensor {
     z.index_select(0, &pick)
 }
 
+/// The weighted L1 + L2 reconstruction loss of `diff` (`[..,3,H,W]`, reconstruction minus target).
+/// With `hard_pixel_power` p > 0, each pixel's loss is weighted by (e / mean e)^p, e being its
+/// detached mean absolute error over channels, and the weighted mean is normalised by the mean
+/// weight, so the loss keeps the scale of a plain mean.
+pub fn reconstruction_loss(diff: &Tensor, cfg: &VqTrainConfig) -> Tensor {
+    let per_pixel = diff.abs() * cfg.l1_weight + diff.square() * cfg.l2_weight;
+    if cfg.hard_pixel_power > 0.0 {
+        let e = diff.detach().abs().mean_dim(-3, true, Kind::Float);
+        let w = (&e / e.mean(Kind::Float).clamp_min(1e-6)).pow_tensor_scalar(cfg.hard_pixel_power);
+        (per_pixel * &w).mean(Kind::Float) / w.mean(Kind::Float).clamp_min(1e-6)
+    } else {
+        per_pixel.mean(Kind::Float)
+    }
+}
+
 /// PSNR in dB of pixels in [-1,1].
 pub fn psnr(x: &Tensor, y: &Tensor) -> f64 {
     let mse = ((x - y) / 2.0).square().mean(Kind::Float).double_value(&[]);
@@ -147,6 +166,9 @@ pub fn train_vq(
     let device = crate::lm::parse_device(&cfg.device)?;
     tch::manual_seed(cfg.seed as i64);
     let vq = VqModel::new(config.clone(), device, Kind::Float)?;
+    if cfg.temporal_identity_init {
+        vq.init_temporal_identity();
+    }
     let mut opt = Adam { beta1: 0.5, beta2: 0.9, wd: 0.0, eps: 1e-8, amsgrad: false }
         .build(&vq.vs, cfg.lr)?;
     let gan = (cfg.adversarial_start > 0).then(|| PatchGan::new(device));
@@ -178,15 +200,7 @@ pub fn train_vq(
         let f = vq.forward_train(&x);
         let target = if video { x.shallow_clone() } else { x.unsqueeze(1) };
         let diff = &f.recon - &target;
-        let per_pixel = diff.abs() * cfg.l1_weight + diff.square() * cfg.l2_weight;
-        let rec = if cfg.hard_pixel_power > 0.0 {
-            let e = diff.detach().abs().mean_dim(-3, true, Kind::Float);
-            let w =
-                (&e / e.mean(Kind::Float).clamp_min(1e-6)).pow_tensor_scalar(cfg.hard_pixel_power);
-            (per_pixel * &w).mean(Kind::Float) / w.mean(Kind::Float).clamp_min(1e-6)
-        } else {
-            per_pixel.mean(Kind::Float)
-        };
+        let rec = reconstruction_loss(&diff, cfg);
         let mut loss =
             &rec + &f.quantized.codebook_loss + &f.quantized.commitment_loss * cfg.commitment;
         let adversarial = gan.as_ref().filter(|_| step >= cfg.adversarial_start);
@@ -236,4 +250,34 @@ pub fn train_vq(
     }
     vq.save(out)?;
     Ok(vq)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hard_pixel_power_weights_pixels_by_their_error() {
+        // Two pixels of one channel: errors 0.1 and 0.4 (L1 + L2: 0.11 and 0.56 per pixel).
+        let diff = Tensor::from_slice(&[0.1f32, 0.4]).view([1, 1, 2]);
+        let loss = |p: f64| {
+            let cfg = VqTrainConfig { hard_pixel_power: p, ..Default::default() };
+            reconstruction_loss(&diff, &cfg).double_value(&[])
+        };
+        // p = 0: the plain mean.
+        assert!((loss(0.0) - 0.335).abs() < 1e-6, "{}", loss(0.0));
+        // p = 1: weights 0.4 and 1.6 (errors over their mean 0.25), normalised by their mean 1:
+        // (0.4 * 0.11 + 1.6 * 0.56) / 2 = 0.47.
+        assert!((loss(1.0) - 0.47).abs() < 1e-6, "{}", loss(1.0));
+        // p = 2: weights 0.16 and 2.56, mean 1.36: (0.16 * 0.11 + 2.56 * 0.56) / 2 / 1.36.
+        let want = (0.16 * 0.11 + 2.56 * 0.56) / 2.0 / 1.36;
+        assert!((loss(2.0) - want).abs() < 1e-6, "{} vs {want}", loss(2.0));
+        // The weights carry no gradient: only the per-pixel losses do.
+        let x = diff.copy().set_requires_grad(true);
+        let cfg = VqTrainConfig { hard_pixel_power: 1.0, ..Default::default() };
+        reconstruction_loss(&x, &cfg).backward();
+        // d/dx of w * (|x| + x^2) / (2 * mean w) = w * (1 + 2x) / 2.
+        let g = Vec::<f32>::try_from(x.grad().flatten(0, -1)).unwrap();
+        assert!((g[0] - 0.4 * 1.2 / 2.0).abs() < 1e-6 && (g[1] - 1.6 * 1.8 / 2.0).abs() < 1e-6);
+    }
 }

@@ -28,6 +28,32 @@ impl CausalConv3d {
     }
 }
 
+impl CausalConv3d {
+    /// Sets the kernel to copy each output frame's newest input frame at the same pixel (the
+    /// last temporal tap, spatial centre, channel to itself), with zero bias.
+    fn init_copy_newest_frame(&self) {
+        let [cout, cin, kt, kh, kw] = self.conv.weight.size()[..] else {
+            panic!("a 3D kernel has five dimensions, got {:?}", self.conv.weight.size());
+        };
+        assert_eq!(cout, cin, "a frame-copying kernel needs as many outputs as inputs");
+        tch::no_grad(|| {
+            let mut w = self.conv.weight.shallow_clone();
+            let _ = w.zero_();
+            for c in 0..cout {
+                let _ = w.get(c).get(c).get(kt - 1).get(kh / 2).get(kw / 2).fill_(1.0);
+            }
+            let _ = self.conv.bias.shallow_clone().zero_();
+        });
+    }
+
+    fn init_zero(&self) {
+        tch::no_grad(|| {
+            let _ = self.conv.weight.shallow_clone().zero_();
+            let _ = self.conv.bias.shallow_clone().zero_();
+        });
+    }
+}
+
 /// GroupNorm whose output is modulated by the quantized latent: the decoder's norm.
 pub struct SpatialNorm {
     pub norm_layer: GroupNorm,
@@ -224,6 +250,11 @@ impl TemporalResnetBlock {
         let h = swish(&self.norm2.forward(&h, train)).dropout(self.dropout, train);
         x + self.conv2.forward(&h)
     }
+
+    /// Starts the block as the identity: its residual branch's last convolution at zero.
+    pub fn init_identity(&self) {
+        self.conv2.init_zero();
+    }
 }
 
 /// Halves time with a (4,3,3) causal convolution of stride (2,1,1); `[B,C,T,H,W] -> [B,C,T/2,H,W]`.
@@ -238,6 +269,11 @@ impl TemporalDownsample {
 
     pub fn forward(&self, x: &Tensor) -> Tensor {
         self.conv.forward(x)
+    }
+
+    /// Starts as frame selection: output frame t is input frame 2t + 1 (the newest it sees).
+    pub fn init_identity(&self) {
+        self.conv.init_copy_newest_frame();
     }
 }
 
@@ -254,5 +290,10 @@ impl TemporalUpsample {
 
     pub fn forward(&self, x: &Tensor) -> Tensor {
         self.conv.forward(&x.repeat_interleave_self_int(2, 2, None))
+    }
+
+    /// Starts as plain frame repetition: output frame t is input frame t / 2.
+    pub fn init_identity(&self) {
+        self.conv.init_copy_newest_frame();
     }
 }

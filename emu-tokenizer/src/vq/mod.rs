@@ -59,6 +59,26 @@ impl VqModel {
         Ok(VqModel { vs, ..model })
     }
 
+    /// Re-initialises the temporal layers as the identity, up to the activation after each
+    /// temporal resampling: temporal convolutions copy frames and temporal residual branches
+    /// start at zero. For training from scratch. With the random default init, every latent,
+    /// even an image's, first passes through a random mix of the narrow Z-channel bottleneck in
+    /// both encoder and decoder, and the 2D trunks must learn around it. After 600 steps on the
+    /// 32-pixel world (4x, 8x8 codes) this init gives 27.3 dB instead of 26.1, and a detector
+    /// reads colours and places back from 93% of reconstructions instead of 70%; at 24 pixels
+    /// and 8x (3x3 codes), 26.1 dB instead of 21.7, and 72% instead of 5%.
+    pub fn init_temporal_identity(&self) {
+        for t in &self.encoder.time_conv {
+            t.init_identity();
+        }
+        for t in &self.decoder.time_conv {
+            t.init_identity();
+        }
+        for b in self.encoder.time_res_stack.iter().chain(&self.decoder.time_res_stack) {
+            b.init_identity();
+        }
+    }
+
     /// Names and shapes only (zero-stride parameters, no memory): for inspecting checkpoints.
     pub fn shape_only(config: VqConfig) -> Self {
         let vs = VarStore::new(Device::Cpu);
@@ -258,4 +278,44 @@ pub fn pad_frames(x: &Tensor, factor: i64) -> Tensor {
     }
     let last = x.narrow(1, t - 1, 1).expand([-1, pad, -1, -1, -1], false);
     Tensor::cat(&[x, &last], 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::nn::swish;
+
+    fn close(a: &Tensor, b: &Tensor) -> bool {
+        a.allclose(b, 1e-6, 1e-6, false)
+    }
+
+    #[test]
+    fn temporal_identity_init_passes_frames_through() {
+        tch::manual_seed(0);
+        let vq = VqModel::new(VqConfig::small(), Device::Cpu, Kind::Float).unwrap();
+        let z = vq.config.z_channels;
+        let clip = Tensor::randn([2, z, 4, 3, 3], (Kind::Float, Device::Cpu));
+        let before = vq.encoder.temporal(&clip, false);
+        vq.init_temporal_identity();
+        // Encoder: two stride-2 levels, each keeping the newest of the frames it sees, each
+        // followed by swish; the residual block adds nothing.
+        let enc = vq.encoder.temporal(&clip, false);
+        assert_eq!(enc.size(), [2, z, 1, 3, 3]);
+        let want = swish(&swish(&clip.narrow(2, 3, 1)));
+        assert!(close(&enc, &want), "encoder tail is not newest-frame selection");
+        assert!(!close(&before, &want), "the default init must not already be the identity");
+        // Decoder: two nearest-repeat levels, so each latent frame becomes 4 equal frames.
+        let lat = Tensor::randn([2, 2, z, 3, 3], (Kind::Float, Device::Cpu));
+        let (h, hq) = vq.decoder.temporal(&lat, &lat, false);
+        assert_eq!(h.size(), [2, 8, z, 3, 3]);
+        for t in 0..8 {
+            let want = swish(&swish(&lat.select(1, t / 4)));
+            assert!(
+                close(&h.select(1, t), &want),
+                "decoder frame {t} is not latent frame {}",
+                t / 4
+            );
+            assert!(close(&hq.select(1, t), &want), "conditioning frame {t} differs");
+        }
+    }
 }
