@@ -54,7 +54,7 @@ impl Default for PipelineConfig {
 impl PipelineConfig {
     pub fn preset(name: &str) -> Result<Self> {
         // 32-pixel scenes through a 4× tokenizer: the 8×8 code grid of the 64-pixel 8× design,
-        // with a decoder that learns colours, places and counts in two CPU minutes (25 dB, where
+        // with a decoder that learns colours, places and counts in two CPU minutes (27 dB, where
         // the 64-pixel one reconstructed little but the background). Its reconstructions are
         // still blurred enough that small shapes read back as circles; `recon`'s detect_*
         // metrics measure that.
