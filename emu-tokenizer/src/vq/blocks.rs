@@ -26,9 +26,7 @@ impl CausalConv3d {
     pub fn forward(&self, x: &Tensor) -> Tensor {
         self.conv.forward(&x.constant_pad_nd(self.padding))
     }
-}
 
-impl CausalConv3d {
     /// Sets the kernel to copy each output frame's newest input frame at the same pixel (the
     /// last temporal tap, spatial centre, channel to itself), with zero bias.
     fn init_copy_newest_frame(&self) {
