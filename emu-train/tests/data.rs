@@ -70,7 +70,8 @@ fn pre_tokenisation_writes_every_task_of_every_record() {
     specials.extend((0..codes).map(visual_token_name));
     let text = TextTokenizer::train_bpe(&records::corpus(&recs), 300, &specials).unwrap();
     let cfg = emu_train::presets::PipelineConfig::preset("smoke").unwrap();
-    let model_cfg = emu_train::pipeline::model_config(&cfg, &text, 32, 8).unwrap();
+    let model_cfg =
+        emu_train::pipeline::model_config(&cfg, &text, 32, vq.config.spatial_factor()).unwrap();
     let vocab = emu_model::pipeline::layout_for(&model_cfg, Some(codes), |s| {
         text.token_to_id(s).map(i64::from)
     })
