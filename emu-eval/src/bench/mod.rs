@@ -171,6 +171,7 @@ pub fn run_suite(
                     model.vq.as_ref().context("the model has no vision tokenizer")?,
                     ph as u32,
                     opts.recon_images,
+                    opts.prompts_per_category,
                     out,
                 )?
             }

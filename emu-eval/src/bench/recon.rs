@@ -6,7 +6,9 @@
 
 use super::report::BenchResult;
 use super::save_grid;
-use crate::world::{Cell, Scene, detect, render};
+use crate::world::{
+    Cell, GenEvalPrompt, GenEvalReport, Scene, benchmark_prompts, detect, render, score_images,
+};
 use anyhow::Result;
 use emu_tokenizer::image::{psnr, to_image, to_tensor};
 use emu_tokenizer::vq::VqModel;
@@ -80,17 +82,47 @@ pub fn detector_agreement(scenes: &[Scene], images: &[RgbImage]) -> (f64, f64, f
     (exact as f64 / n, placed as f64 / n, shapes_ok as f64 / shapes_n.max(1) as f64)
 }
 
-/// The repository's sample photographs (testdata/samples), if present.
+/// The repository's sample photographs (testdata/samples; none where the binary runs outside
+/// a checkout).
 pub fn sample_photos() -> Vec<PathBuf> {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../testdata/samples");
+    let is_image = |p: &Path| {
+        p.extension().is_some_and(|e| ["png", "jpg", "jpeg"].contains(&&*e.to_string_lossy()))
+    };
     let mut v: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .map(|r| r.filter_map(|e| e.ok().map(|e| e.path())).collect())
+        .map(|r| r.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| is_image(p)).collect())
         .unwrap_or_default();
     v.sort();
     v
 }
 
-pub fn run(vq: &VqModel, size: u32, n_images: usize, out: &Path) -> Result<BenchResult> {
+/// GenEval scored on the tokenizer's reconstructions of each prompt's example scene (a scene
+/// that satisfies it): no model generating through this tokenizer can be expected to score
+/// higher, so `geneval` against this separates the transformer's share of the gap from the
+/// tokenizer's. Per-category scores and their mean, as `geneval` reports them.
+pub fn geneval_ceiling(vq: &VqModel, size: u32, prompts: &[GenEvalPrompt]) -> GenEvalReport {
+    geneval_through(prompts, size, |scenes| reconstruct(vq, scenes).0)
+}
+
+/// GenEval on `pass(example scenes)`, rendered at `size`.
+fn geneval_through(
+    prompts: &[GenEvalPrompt],
+    size: u32,
+    pass: impl FnOnce(&[RgbImage]) -> Vec<RgbImage>,
+) -> GenEvalReport {
+    let scenes: Vec<RgbImage> =
+        prompts.iter().enumerate().map(|(i, p)| render(&p.example_scene(i as u64), size)).collect();
+    score_images(prompts, &pass(&scenes))
+}
+
+/// `prompts_per_category` sets the GenEval prompts of `geneval_ceiling` (0: skip it).
+pub fn run(
+    vq: &VqModel,
+    size: u32,
+    n_images: usize,
+    prompts_per_category: usize,
+    out: &Path,
+) -> Result<BenchResult> {
     let start = std::time::Instant::now();
     let scenes: Vec<Scene> = (0..n_images as u64).map(|s| Scene::random(100_000 + s)).collect();
     let world: Vec<RgbImage> = scenes.iter().map(|s| render(s, size)).collect();
@@ -111,6 +143,11 @@ pub fn run(vq: &VqModel, size: u32, n_images: usize, out: &Path) -> Result<Bench
     metrics.insert("detect_exact".into(), exact);
     metrics.insert("detect_colour_cell".into(), placed);
     metrics.insert("detect_shape".into(), shape);
+    let ceiling = (prompts_per_category > 0)
+        .then(|| geneval_ceiling(vq, size, &benchmark_prompts(prompts_per_category, 0)));
+    if let Some(c) = &ceiling {
+        metrics.insert("geneval_ceiling".into(), f64::from(c.overall));
+    }
     metrics.insert("codebook_perplexity".into(), usage.perplexity);
     metrics.insert("codebook_used".into(), (k - usage.dead_codes) as f64 / k as f64);
     let mut gallery: Vec<(String, RgbImage)> = Vec::new();
@@ -143,11 +180,18 @@ pub fn run(vq: &VqModel, size: u32, n_images: usize, out: &Path) -> Result<Bench
              encoded and decoded by the vision tokenizer; PSNR in dB, SSIM mean over channels; codebook usage over the \
              world images' codes (perplexity of the code distribution, share of the {k} codes used); the detector on the \
              reconstructions: share of images read back exactly (`detect_exact`, the ceiling of generation scores), \
-             ignoring shape (`detect_colour_cell`), and the share of right shapes among objects found in place.",
+             ignoring shape (`detect_colour_cell`), and the share of right shapes among objects found in place; \
+             `geneval_ceiling`: GenEval's overall score on the reconstructions of one scene that satisfies each of \
+             geneval's prompts ({prompts_per_category} per category), the most generation through this tokenizer can \
+             reach.",
             photo_psnr.len()
         ),
         metrics,
-        details: serde_json::json!({"usage": usage, "photo_psnr_db": photo_psnr}),
+        details: serde_json::json!({
+            "usage": usage,
+            "photo_psnr_db": photo_psnr,
+            "geneval_ceiling": ceiling,
+        }),
         samples: vec![save_grid(out, "recon.png", &gallery, 6)?],
         seconds: start.elapsed().as_secs_f64(),
     })
@@ -157,6 +201,45 @@ pub fn run(vq: &VqModel, size: u32, n_images: usize, out: &Path) -> Result<Bench
 mod tests {
     use super::*;
     use crate::world::Shape;
+
+    #[test]
+    fn geneval_ceiling_is_perfect_through_a_lossless_pass_and_zero_through_a_blank_one() {
+        // Five per category: every shape once among the single-object prompts.
+        let prompts = benchmark_prompts(5, 0);
+        let clean = geneval_through(&prompts, 64, |s| s.to_vec());
+        assert_eq!(clean.overall, 1.0, "{clean:?}");
+        let blank = geneval_through(&prompts, 64, |s| {
+            vec![RgbImage::from_pixel(64, 64, image::Rgb([128, 128, 128])); s.len()]
+        });
+        assert_eq!(blank.overall, 0.0);
+        // Every shape drawn as a circle keeps only what circles alone satisfy.
+        let circles = geneval_through(&prompts, 64, |_| {
+            prompts
+                .iter()
+                .enumerate()
+                .map(|(i, p)| {
+                    let mut scene = p.example_scene(i as u64);
+                    for o in &mut scene.objects {
+                        o.shape = Shape::Circle;
+                    }
+                    render(&scene, 64)
+                })
+                .collect()
+        });
+        let single = circles.per_category[&crate::world::Category::SingleObject].score;
+        assert_eq!(single, 0.2, "only \"a circle\" passes");
+        assert_eq!(circles.per_category[&crate::world::Category::TwoObject].score, 0.0);
+    }
+
+    #[test]
+    fn the_sample_photographs_are_in_the_checkout_and_load() {
+        let photos = sample_photos();
+        assert_eq!(photos.len(), 4, "{photos:?}");
+        for p in photos {
+            let img = emu_tokenizer::image::load_image(&p).unwrap();
+            assert_eq!(img.dimensions(), (128, 128), "{}", p.display());
+        }
+    }
 
     #[test]
     fn detector_agreement_separates_shape_from_placement() {
