@@ -290,9 +290,30 @@ impl<'a, E: EncodeText> SequenceFormat<'a, E> {
         question: &str,
         answer: &str,
     ) -> Result<Sample> {
-        let mut out = self.chat_prompt(codes, h, w, question)?;
-        out.push(&self.text(&format!(" {answer}"))?, Role::Target);
-        out.push(&[self.vocab.special.eos], Role::Target);
+        self.chat_turns_sample(codes, h, w, &[(question.to_string(), answer.to_string())])
+    }
+
+    /// Several question/answer turns about one image, which then appears once: the first turn is
+    /// exactly [`Self::chat_sample`]'s, each later one continues after the previous answer's EOS
+    /// with `" USER: {question}. ASSISTANT: {answer}" EOS`.
+    pub fn chat_turns_sample(
+        &self,
+        codes: &[i64],
+        h: i64,
+        w: i64,
+        turns: &[(String, String)],
+    ) -> Result<Sample> {
+        let Some((first, _)) = turns.first() else {
+            bail!("a chat sample needs at least one question/answer turn");
+        };
+        let mut out = self.chat_prompt(codes, h, w, first)?;
+        for (i, (question, answer)) in turns.iter().enumerate() {
+            if i > 0 {
+                out.push(&self.text(&format!(" USER: {question}{CHAT_SUFFIX}"))?, Role::Context);
+            }
+            out.push(&self.text(&format!(" {answer}"))?, Role::Target);
+            out.push(&[self.vocab.special.eos], Role::Target);
+        }
         Ok(out)
     }
 }
@@ -402,6 +423,19 @@ mod tests {
         let text = chat.weights(Weighting::TextOnly);
         assert_eq!(text.iter().sum::<f32>(), 4.0 + 1.0, "\" red\" and EOS");
         assert_eq!(*chat.ids.last().unwrap(), v.special.eos);
+        // Two turns: the first is the one-turn sample; the second adds its own answer and EOS.
+        let turns =
+            [("what".to_string(), "red".to_string()), ("how".to_string(), "two".to_string())];
+        let two = fmt.chat_turns_sample(&codes, 2, 3, &turns).unwrap();
+        assert_eq!(two.ids[..chat.len()], chat.ids[..]);
+        let mut rest: Vec<i64> =
+            format!(" USER: how{CHAT_SUFFIX} two").bytes().map(i64::from).collect();
+        rest.push(v.special.eos);
+        assert_eq!(two.ids[chat.len()..], rest[..]);
+        assert_eq!(two.weights(Weighting::TextOnly).iter().sum::<f32>(), 2.0 * (4.0 + 1.0));
+        assert_eq!(two.ids.iter().filter(|&&t| t == v.special.img).count(), 1, "one image");
+        let err = fmt.chat_turns_sample(&codes, 2, 3, &[]).unwrap_err();
+        assert!(err.to_string().contains("at least one"), "{err}");
         let mut broken = s.ids[img_at + 1..].to_vec();
         broken[3] = 5;
         assert!(format!("{:#}", parse_grid(&v, &broken, 2, 3, 1).unwrap_err()).contains("EOL"));

@@ -217,6 +217,7 @@ pub fn run(
             let opts = TokenizeOptions {
                 cfg_dropout: cfg.cfg_dropout,
                 seed: cfg.lm_train.seed,
+                qa_turns: cfg.qa_turns,
                 ..Default::default()
             };
             let idx = tokenize(&recs, &vq, &text, &vocab, &tokens_dir, &opts)?;

@@ -35,6 +35,8 @@ pub struct PipelineConfig {
     pub bpe_vocab: usize,
     /// Share of captions replaced by the empty prompt (CFG's unconditional stream).
     pub cfg_dropout: f64,
+    /// Most question/answer turns per understanding sample (the image appears once per sample).
+    pub qa_turns: usize,
     /// The transformer's shape; its vocabulary and token ids are filled in from the tokenizer.
     pub model: Emu3Config,
     pub lm_train: LmTrainConfig,
@@ -58,7 +60,9 @@ impl PipelineConfig {
         // the 64-pixel one reconstructed little but the background). Its reconstructions are
         // still blurred enough that small shapes read back as circles; `recon`'s detect_*
         // metrics measure that.
-        let world = WorldData { size: 32, ..WorldData::default() };
+        // Every question a scene supports, asked in one sample per image: understanding then costs
+        // one copy of the image per image, not one per question.
+        let world = WorldData { size: 32, qa_per_image: 4, ..WorldData::default() };
         let vq = VqConfig {
             codebook_size: 256,
             embed_dim: 8,
@@ -115,6 +119,7 @@ impl PipelineConfig {
             },
             bpe_vocab: 512,
             cfg_dropout: 0.1,
+            qa_turns: 4,
             model,
             lm_train,
             eval_suite: "full".into(),

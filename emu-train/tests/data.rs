@@ -98,6 +98,21 @@ fn pre_tokenisation_writes_every_task_of_every_record() {
     let (s, _) = store.samples.iter().find(|(_, k)| *k == Task::TextToImage).unwrap();
     assert_eq!(s.ids.iter().filter(|&&t| vocab.is_visual(t)).count(), 16);
     assert_eq!(s.ids.iter().filter(|&&t| t == vocab.special.eol).count(), 4);
+
+    // With qa_turns 3 each image's two questions share one sample; the description stays alone.
+    // The same 18 answers (one EOS each) come with 12 copies of the image instead of 18.
+    let grouped = tempfile::tempdir().unwrap();
+    let opts = TokenizeOptions { batch: 4, per_shard: 5, qa_turns: 3, ..Default::default() };
+    tokenize(&recs, &vq, &text, &vocab, grouped.path(), &opts).unwrap();
+    let store = TokenStore::open(grouped.path()).unwrap();
+    let chat: Vec<_> =
+        store.samples.iter().filter(|(_, k)| *k == Task::Understanding).map(|(s, _)| s).collect();
+    assert_eq!(chat.len(), 6 * 2);
+    let tally = |id: i64| -> usize {
+        chat.iter().map(|s| s.ids.iter().filter(|&&t| t == id).count()).sum()
+    };
+    assert_eq!(tally(vocab.special.eos), 18);
+    assert_eq!(tally(vocab.special.img), 12);
 }
 
 struct Squares {

@@ -1,12 +1,13 @@
 //! Pre-tokenisation: records -> VQ codes (in batches) -> token sequences (in parallel) -> shards.
 //!
 //! Every image yields a text-to-image sample (its caption replaced by the empty prompt with
-//! probability `cfg_dropout`, so the same model learns the unconditional stream for CFG) and one
-//! understanding sample per question; every video yields a text-to-video sample.
+//! probability `cfg_dropout`, so the same model learns the unconditional stream for CFG) and
+//! understanding samples: its questions in groups of up to `qa_turns` turns, then the description
+//! alone; every video yields a text-to-video sample.
 //!
 //! Shapes: B records per VQ batch, T frames, H/W pixels, h/w code grid.
 
-use super::records::Record;
+use super::records::{DESCRIBE, Record};
 use super::shards::{Index, ShardWriter, Task};
 use anyhow::Result;
 use emu_tokenizer::image::to_tensor;
@@ -27,11 +28,15 @@ pub struct TokenizeOptions {
     pub per_shard: usize,
     /// Records per VQ forward pass.
     pub batch: usize,
+    /// Most question/answer turns that share one understanding sample (and so one copy of the
+    /// image); 1 gives one sample per question. The description is always a sample of its own,
+    /// since its answer would give away the other answers.
+    pub qa_turns: usize,
 }
 
 impl Default for TokenizeOptions {
     fn default() -> Self {
-        TokenizeOptions { cfg_dropout: 0.1, seed: 0, per_shard: 4096, batch: 32 }
+        TokenizeOptions { cfg_dropout: 0.1, seed: 0, per_shard: 4096, batch: 32, qa_turns: 1 }
     }
 }
 
@@ -89,15 +94,18 @@ fn samples(
     codes: &[Vec<i64>],
     grid: (i64, i64),
     rng: &mut ChaCha8Rng,
-    p: f64,
+    opts: &TokenizeOptions,
 ) -> Result<Vec<(Sample, Task)>> {
     let (h, w) = grid;
+    let p = opts.cfg_dropout;
     Ok(match r {
         Record::Image { caption, qa, .. } => {
             let cap = emu_tokenizer::sequence::cfg_dropout(caption, p, rng.random());
             let mut v = vec![(fmt.t2i_sample(cap, &codes[0], h, w)?, Task::TextToImage)];
-            for (q, a) in qa {
-                v.push((fmt.chat_sample(&codes[0], h, w, q, a)?, Task::Understanding));
+            let (describe, questions): (Vec<_>, Vec<_>) =
+                qa.iter().cloned().partition(|(q, _)| q == DESCRIBE);
+            for turns in questions.chunks(opts.qa_turns.max(1)).chain(describe.chunks(1)) {
+                v.push((fmt.chat_turns_sample(&codes[0], h, w, turns)?, Task::Understanding));
             }
             v
         }
@@ -135,7 +143,7 @@ pub fn tokenize(
                 let mut rng = ChaCha8Rng::seed_from_u64(
                     opts.seed.wrapping_mul(1_000_003).wrapping_add((b * opts.batch + i) as u64),
                 );
-                samples(&fmt, r, c, ((hh / f) as i64, (ww / f) as i64), &mut rng, opts.cfg_dropout)
+                samples(&fmt, r, c, ((hh / f) as i64, (ww / f) as i64), &mut rng, opts)
             })
             .collect();
         for s in built {
