@@ -9,7 +9,17 @@ use emu_train::checkpoint;
 use emu_train::dist::Dist;
 use emu_train::lm::{LmTrainConfig, Progress, train_lm};
 use emu_train::optim::AdamWConfig;
+use std::sync::{Mutex, MutexGuard};
 use tch::{Device, Kind, Tensor};
+
+/// libtorch has one global generator. Run concurrently, one test's draws (a fresh model's init, or
+/// the random init that a load then overwrites) can land between another's seed and its init and
+/// change that init, so the tests of this file run one at a time.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
 
 fn params(lm: &Emu3ForCausalLM) -> Vec<(String, Tensor)> {
     let mut v: Vec<_> = lm.vs.variables().into_iter().collect();
@@ -19,6 +29,7 @@ fn params(lm: &Emu3ForCausalLM) -> Vec<(String, Tensor)> {
 
 #[test]
 fn the_tiny_model_overfits_one_batch() {
+    let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     let st = store(4, 1);
     let cfg = LmTrainConfig {
@@ -56,6 +67,7 @@ fn the_tiny_model_overfits_one_batch() {
 
 #[test]
 fn resuming_from_a_checkpoint_continues_bit_exactly() {
+    let _serial = serial();
     let st = store(30, 2);
     let a = tempfile::tempdir().unwrap();
     let full = train_lm(
@@ -112,6 +124,7 @@ fn resuming_from_a_checkpoint_continues_bit_exactly() {
 
 #[test]
 fn a_kill_during_a_checkpoint_write_leaves_a_loadable_run() {
+    let _serial = serial();
     let st = store(20, 3);
     let dir = tempfile::tempdir().unwrap();
     let comp = companions(dir.path());
@@ -140,6 +153,7 @@ fn a_kill_during_a_checkpoint_write_leaves_a_loadable_run() {
 
 #[test]
 fn resume_refuses_another_architecture() {
+    let _serial = serial();
     let st = store(10, 4);
     let dir = tempfile::tempdir().unwrap();
     let comp = companions(dir.path());
