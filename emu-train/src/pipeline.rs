@@ -139,6 +139,10 @@ pub fn run(
     dist: &Dist,
     show: bool,
 ) -> Result<Option<Report>> {
+    anyhow::ensure!(
+        cfg.qa_turns >= 1,
+        "the pipeline config's `qa_turns` is 0; expected at least 1 question/answer turn per chat sample"
+    );
     std::fs::create_dir_all(run).with_context(|| format!("creating {}", run.display()))?;
     let mut t = Timings::default();
     let vq_dir = run.join("vision_tokenizer");

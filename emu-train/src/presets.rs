@@ -56,12 +56,13 @@ impl Default for PipelineConfig {
 impl PipelineConfig {
     pub fn preset(name: &str) -> Result<Self> {
         // 32-pixel scenes through a 4× tokenizer: the 8×8 code grid of the 64-pixel 8× design,
-        // with a decoder that learns colours, places and counts in two CPU minutes (27 dB, where
-        // the 64-pixel one reconstructed little but the background). Its reconstructions are
-        // still blurred enough that small shapes read back as circles; `recon`'s detect_*
-        // metrics measure that.
-        // Every question a scene supports, asked in one sample per image: understanding then costs
-        // one copy of the image per image, not one per question.
+        // with a decoder that learns colours, places and counts in two CPU minutes (27 dB; the
+        // 64-pixel one needs 7.5 minutes for 26 dB). Its reconstructions are still blurred enough
+        // that shapes read back as blobs, which caps GenEval at `recon`'s geneval_ceiling (0.12).
+        // A 2× tokenizer lifts that ceiling to 0.42 but costs the LM 3.5× the tokens per image.
+        //
+        // Every question a scene supports is asked in one sample per image: understanding then
+        // costs one copy of the image per image, not one per question.
         let world = WorldData { size: 32, qa_per_image: 4, ..WorldData::default() };
         let vq = VqConfig {
             codebook_size: 256,

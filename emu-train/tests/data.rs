@@ -113,6 +113,9 @@ fn pre_tokenisation_writes_every_task_of_every_record() {
     };
     assert_eq!(tally(vocab.special.eos), 18);
     assert_eq!(tally(vocab.special.img), 12);
+    let zero = TokenizeOptions { qa_turns: 0, ..opts };
+    let err = tokenize(&recs, &vq, &text, &vocab, grouped.path(), &zero).unwrap_err();
+    assert!(err.to_string().contains("qa_turns is 0"), "{err}");
 }
 
 struct Squares {

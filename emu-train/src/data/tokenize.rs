@@ -104,7 +104,7 @@ fn samples(
             let mut v = vec![(fmt.t2i_sample(cap, &codes[0], h, w)?, Task::TextToImage)];
             let (describe, questions): (Vec<_>, Vec<_>) =
                 qa.iter().cloned().partition(|(q, _)| q == DESCRIBE);
-            for turns in questions.chunks(opts.qa_turns.max(1)).chain(describe.chunks(1)) {
+            for turns in questions.chunks(opts.qa_turns).chain(describe.chunks(1)) {
                 v.push((fmt.chat_turns_sample(&codes[0], h, w, turns)?, Task::Understanding));
             }
             v
@@ -125,6 +125,7 @@ pub fn tokenize(
     out: &Path,
     opts: &TokenizeOptions,
 ) -> Result<Index> {
+    anyhow::ensure!(opts.qa_turns >= 1, "qa_turns is 0; expected at least 1 turn per chat sample");
     let fmt = SequenceFormat::new(vocab, text);
     let f = vq.config.spatial_factor() as u32;
     let mut writer = ShardWriter::new(out, opts.per_shard)?;
