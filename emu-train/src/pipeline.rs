@@ -139,10 +139,14 @@ pub fn run(
     dist: &Dist,
     show: bool,
 ) -> Result<Option<Report>> {
-    anyhow::ensure!(
-        cfg.qa_turns >= 1,
-        "the pipeline config's `qa_turns` is 0; expected at least 1 question/answer turn per chat sample"
-    );
+    // Checked before any training, so a bad config does not cost a tokenizer's training first.
+    let tokenize_opts = TokenizeOptions {
+        cfg_dropout: cfg.cfg_dropout,
+        seed: cfg.lm_train.seed,
+        qa_turns: cfg.qa_turns,
+        ..Default::default()
+    };
+    tokenize_opts.validate().context("the pipeline config")?;
     std::fs::create_dir_all(run).with_context(|| format!("creating {}", run.display()))?;
     let mut t = Timings::default();
     let vq_dir = run.join("vision_tokenizer");
@@ -218,13 +222,7 @@ pub fn run(
                 emu_model::pipeline::layout_for(&model_cfg, Some(vq.config.codebook_size), |s| {
                     text.token_to_id(s).map(i64::from)
                 })?;
-            let opts = TokenizeOptions {
-                cfg_dropout: cfg.cfg_dropout,
-                seed: cfg.lm_train.seed,
-                qa_turns: cfg.qa_turns,
-                ..Default::default()
-            };
-            let idx = tokenize(&recs, &vq, &text, &vocab, &tokens_dir, &opts)?;
+            let idx = tokenize(&recs, &vq, &text, &vocab, &tokens_dir, &tokenize_opts)?;
             eprintln!(
                 "tokens: {} samples, {} tokens, {} skipped",
                 idx.samples, idx.tokens, idx.skipped

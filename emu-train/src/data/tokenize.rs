@@ -40,6 +40,17 @@ impl Default for TokenizeOptions {
     }
 }
 
+impl TokenizeOptions {
+    /// Refuses options no record could be tokenized with.
+    pub fn validate(&self) -> Result<()> {
+        anyhow::ensure!(
+            self.qa_turns >= 1,
+            "qa_turns is 0; expected at least 1 turn per chat sample"
+        );
+        Ok(())
+    }
+}
+
 /// Codes of one record: one frame for images, T' for videos; each row-major h·w.
 fn encode_batch(vq: &VqModel, batch: &[&Record]) -> Result<Vec<Vec<Vec<i64>>>> {
     let images: Vec<Tensor> = batch
@@ -125,7 +136,7 @@ pub fn tokenize(
     out: &Path,
     opts: &TokenizeOptions,
 ) -> Result<Index> {
-    anyhow::ensure!(opts.qa_turns >= 1, "qa_turns is 0; expected at least 1 turn per chat sample");
+    opts.validate()?;
     let fmt = SequenceFormat::new(vocab, text);
     let f = vq.config.spatial_factor() as u32;
     let mut writer = ShardWriter::new(out, opts.per_shard)?;
