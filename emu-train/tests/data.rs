@@ -174,6 +174,98 @@ fn vq_training_learns_and_saves_a_loadable_tokenizer() {
 }
 
 #[test]
+fn autoencoder_warmup_trains_unquantized_then_sets_the_codebook_by_kmeans() {
+    let run = tempfile::tempdir().unwrap();
+    let cfg = VqConfig {
+        codebook_size: 8,
+        embed_dim: 4,
+        z_channels: 4,
+        ch: 32,
+        ch_mult: vec![1, 1, 1],
+        num_res_blocks: 1,
+        attn_resolutions: vec![],
+        ..VqConfig::emu3()
+    };
+    let tc = VqTrainConfig {
+        steps: 6,
+        batch_size: 2,
+        autoencoder_warmup: 4,
+        restart_every: 0,
+        log_every: 1,
+        ..Default::default()
+    };
+    let train = |tc: &VqTrainConfig| {
+        train_vq(
+            run.path(),
+            &run.path().join("vq"),
+            &cfg,
+            &mut Squares { next: 0 },
+            tc,
+            &mut |_| {},
+        )
+    };
+    train(&tc).unwrap();
+    let records: Vec<serde_json::Value> = std::fs::read_to_string(run.path().join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let quantized: Vec<bool> = records.iter().filter_map(|r| r["quantized"].as_bool()).collect();
+    assert_eq!(quantized, [false, false, false, false, true, true]);
+    let kmeans: Vec<_> = records.iter().filter(|r| r.get("kmeans_distortion").is_some()).collect();
+    assert_eq!(kmeans.len(), 1, "one k-means, when quantization starts");
+    assert_eq!(kmeans[0]["step"], 4);
+    // The saved codebook is not the uniform ±1/K initialisation any more.
+    let vq = VqModel::load(&run.path().join("vq"), Device::Cpu, Kind::Float).unwrap();
+    let largest = vq.quantize.embedding.weight.abs().max().double_value(&[]);
+    assert!(largest > 1.0 / 8.0, "codebook still at its initial scale: {largest}");
+
+    let Err(err) = train(&VqTrainConfig { autoencoder_warmup: 6, ..tc }) else {
+        panic!("a warmup as long as the training must be refused");
+    };
+    assert!(format!("{err:#}").contains("autoencoder_warmup is 6"), "{err:#}");
+}
+
+#[test]
+fn image_steps_leave_the_temporal_layers_at_their_init() {
+    let run = tempfile::tempdir().unwrap();
+    let cfg = VqConfig {
+        codebook_size: 8,
+        embed_dim: 4,
+        z_channels: 4,
+        ch: 32,
+        ch_mult: vec![1, 1, 1],
+        num_res_blocks: 1,
+        attn_resolutions: vec![],
+        ..VqConfig::emu3()
+    };
+    let train = |video_every: i64| {
+        let tc = VqTrainConfig { steps: 4, batch_size: 2, video_every, ..Default::default() };
+        let out = run.path().join(format!("vq{video_every}"));
+        train_vq(run.path(), &out, &cfg, &mut Squares { next: 0 }, &tc, &mut |_| {}).unwrap()
+    };
+    // What the identity init sets regardless of the random seed: the resampling convolutions,
+    // the residual branches' last convolutions, and the batch norms' running statistics.
+    let init = VqModel::new(cfg.clone(), Device::Cpu, Kind::Float).unwrap();
+    init.init_temporal_identity();
+    let seedless = |name: &str| !name.contains(".conv1.");
+    let changed = |vq: &VqModel| -> Vec<String> {
+        vq.temporal_parameters()
+            .into_iter()
+            .zip(init.temporal_parameters())
+            .filter(|((name, a), (_, b))| seedless(name) && !a.equal(b))
+            .map(|((name, _), _)| name)
+            .collect()
+    };
+    assert_eq!(changed(&train(0)), Vec::<String>::new(), "images only");
+    // A video step trains them.
+    assert!(!changed(&train(2)).is_empty(), "video every other step");
+    // The 2D trunk trains on images either way.
+    let trunk = |vq: &VqModel| vq.encoder.conv_in.weight.copy();
+    assert!(!trunk(&train(0)).equal(&trunk(&init)));
+}
+
+#[test]
 fn fine_tuning_starts_from_a_model_folder_and_keeps_its_tokenizers() {
     let init = tempfile::tempdir().unwrap();
     emu_train::toy::write_toy_model(init.path(), 5).unwrap();

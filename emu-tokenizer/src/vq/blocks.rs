@@ -28,8 +28,8 @@ impl CausalConv3d {
     }
 
     /// Sets the kernel to copy each output frame's newest input frame at the same pixel (the
-    /// last temporal tap, spatial centre, channel to itself), with zero bias.
-    fn init_copy_newest_frame(&self) {
+    /// last temporal tap, spatial centre, channel to itself), plus `shift` as the bias.
+    fn init_copy_newest_frame(&self, shift: f64) {
         let [cout, cin, kt, kh, kw] = self.conv.weight.size()[..] else {
             panic!("a 3D kernel has five dimensions, got {:?}", self.conv.weight.size());
         };
@@ -40,7 +40,7 @@ impl CausalConv3d {
             for c in 0..cout {
                 let _ = w.get(c).get(c).get(kt - 1).get(kh / 2).get(kw / 2).fill_(1.0);
             }
-            let _ = self.conv.bias.shallow_clone().zero_();
+            let _ = self.conv.bias.shallow_clone().fill_(shift);
         });
     }
 
@@ -269,9 +269,10 @@ impl TemporalDownsample {
         self.conv.forward(x)
     }
 
-    /// Starts as frame selection: output frame t is input frame 2t + 1 (the newest it sees).
-    pub fn init_identity(&self) {
-        self.conv.init_copy_newest_frame();
+    /// Starts as frame selection: output frame t is input frame 2t + 1 (the newest it sees),
+    /// plus `shift`.
+    pub fn init_identity(&self, shift: f64) {
+        self.conv.init_copy_newest_frame(shift);
     }
 }
 
@@ -290,8 +291,8 @@ impl TemporalUpsample {
         self.conv.forward(&x.repeat_interleave_self_int(2, 2, None))
     }
 
-    /// Starts as plain frame repetition: output frame t is input frame t / 2.
-    pub fn init_identity(&self) {
-        self.conv.init_copy_newest_frame();
+    /// Starts as plain frame repetition: output frame t is input frame t / 2, plus `shift`.
+    pub fn init_identity(&self, shift: f64) {
+        self.conv.init_copy_newest_frame(shift);
     }
 }

@@ -107,9 +107,10 @@ impl Decoder {
     }
 
     /// `[B,T',Z,h,w]` (post-quant) and `[B,T',E,h,w]` (quantized) -> `[B,T,3,H,W]`.
-    /// With `first_frame_only`, only frame 0 goes through the 2D trunk: `[B,1,3,H,W]`.
+    /// With `first_frame_only` (an image), only frame 0 goes through the 2D trunk:
+    /// `[B,1,3,H,W]`, and `train` applies to the 2D trunk only, as in `Encoder::forward_image`.
     pub fn forward(&self, z: &Tensor, zq: &Tensor, first_frame_only: bool, train: bool) -> Tensor {
-        let (z, zq) = self.temporal(z, zq, train);
+        let (z, zq) = self.temporal(z, zq, train && !first_frame_only);
         let (z, zq) =
             if first_frame_only { (z.narrow(1, 0, 1), zq.narrow(1, 0, 1)) } else { (z, zq) };
         let (b, t) = (z.size()[0], z.size()[1]);

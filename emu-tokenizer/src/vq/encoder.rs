@@ -131,10 +131,12 @@ impl Encoder {
     }
 
     /// An image as a `t`-frame clip of itself, with the 2D trunk run once instead of `t` times:
-    /// `[B,3,H,W] -> [B,T',Z,h,w]`, equal to `forward` on the repeated clip.
+    /// `[B,3,H,W] -> [B,T',Z,h,w]`, equal to `forward` on the repeated clip. `train` applies to
+    /// the 2D trunk only: an image says nothing about time, so the temporal layers always run in
+    /// inference mode here and their batch norms keep statistics drawn from videos.
     pub fn forward_image(&self, x: &Tensor, t: i64, train: bool) -> Tensor {
         let frame = self.spatial(x, train);
         let clip = frame.unsqueeze(2).expand([-1, -1, t, -1, -1], false);
-        self.temporal(&clip, train).permute([0, 2, 1, 3, 4])
+        self.temporal(&clip, false).permute([0, 2, 1, 3, 4])
     }
 }

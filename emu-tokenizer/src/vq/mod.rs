@@ -10,6 +10,10 @@
 //! Shapes: B batch, T frames, T' = T / temporal factor, Z latent channels, E embed_dim,
 //! H/W pixels, h/w = H/8, W/8 the code grid.
 
+/// The bias the identity init gives the first temporal convolution of each stack: swish's slope
+/// lies within 10% of 1 from 2 upwards, so latents within ±2 pass through almost linearly.
+pub const TEMPORAL_INIT_SHIFT: f64 = 4.0;
+
 pub mod blocks;
 pub mod config;
 pub mod decoder;
@@ -67,16 +71,37 @@ impl VqModel {
     /// 32-pixel world (4x, 8x8 codes) this init gives 27.3 dB instead of 26.1, and a detector
     /// reads colours and places back from 93% of reconstructions instead of 70%; at 24 pixels
     /// and 8x (3x3 codes), 26.1 dB instead of 21.7, and 72% instead of 5%.
+    ///
+    /// Each temporal resampling is followed by swish, which squashes negative latents towards 0,
+    /// so the first temporal convolution of each stack adds [`TEMPORAL_INIT_SHIFT`]: latents
+    /// enter swish where it is nearly linear and keep their sign. With the temporal layers held
+    /// at this init (as training holds them on image batches), a detector reads 52% of shapes
+    /// back after 600 steps at 32 pixels, against 39% without the shift and 55% with the
+    /// swishes removed altogether.
     pub fn init_temporal_identity(&self) {
-        for t in &self.encoder.time_conv {
-            t.init_identity();
+        let shift = |i: usize| if i == 0 { TEMPORAL_INIT_SHIFT } else { 0.0 };
+        for (i, t) in self.encoder.time_conv.iter().enumerate() {
+            t.init_identity(shift(i));
         }
-        for t in &self.decoder.time_conv {
-            t.init_identity();
+        for (i, t) in self.decoder.time_conv.iter().enumerate() {
+            t.init_identity(shift(i));
         }
         for b in self.encoder.time_res_stack.iter().chain(&self.decoder.time_res_stack) {
             b.init_identity();
         }
+    }
+
+    /// The temporal layers' tensors (both stacks' resampling convolutions and residual blocks,
+    /// batch-norm statistics included), with their checkpoint names.
+    pub fn temporal_parameters(&self) -> Vec<(String, Tensor)> {
+        let mut params: Vec<_> = self
+            .vs
+            .variables()
+            .into_iter()
+            .filter(|(name, _)| name.contains(".time_conv.") || name.contains(".time_res_stack."))
+            .collect();
+        params.sort_by(|a, b| a.0.cmp(&b.0));
+        params
     }
 
     /// Names and shapes only (zero-stride parameters, no memory): for inspecting checkpoints.
@@ -251,6 +276,17 @@ impl VqModel {
     /// Training forward with gradients: `[B,T,3,H,W]` clips, or `[B,3,H,W]` images (encoded as
     /// clips of themselves, frame 0 reconstructed).
     pub fn forward_train(&self, x: &Tensor) -> VqForward {
+        self.forward_with(x, true)
+    }
+
+    /// `forward_train` as a continuous autoencoder: the decoder reads the encoder's latents
+    /// directly (the codes are still reported, and both VQ losses are zero). Training starts this
+    /// way so the encoder learns what to tell apart before a codebook has to hold it.
+    pub fn forward_continuous(&self, x: &Tensor) -> VqForward {
+        self.forward_with(x, false)
+    }
+
+    fn forward_with(&self, x: &Tensor, quantize: bool) -> VqForward {
         let image = x.dim() == 4;
         let latent = if image {
             self.encoder.forward_image(x, self.temporal(), true)
@@ -258,7 +294,18 @@ impl VqModel {
             self.encoder.forward(x, true)
         };
         let z = Self::time_conv(&self.quant_conv, &latent);
-        let quantized = self.quantize.quantize(&z);
+        let quantized = if quantize {
+            self.quantize.quantize(&z)
+        } else {
+            let zero = Tensor::zeros([], (Kind::Float, z.device()));
+            let codes = self.quantize.codes(&z.detach());
+            Quantized {
+                z_q: z.shallow_clone(),
+                codes,
+                codebook_loss: zero.copy(),
+                commitment_loss: zero,
+            }
+        };
         let post = Self::time_conv(&self.post_quant_conv, &quantized.z_q);
         let recon = self.decoder.forward(&post, &quantized.z_q, image, true);
         VqForward { recon, quantized, z }
@@ -301,15 +348,22 @@ mod tests {
         // followed by swish; the residual block adds nothing.
         let enc = vq.encoder.temporal(&clip, false);
         assert_eq!(enc.size(), [2, z, 1, 3, 3]);
-        let want = swish(&swish(&clip.narrow(2, 3, 1)));
+        let want = swish(&swish(&(clip.narrow(2, 3, 1) + TEMPORAL_INIT_SHIFT)));
         assert!(close(&enc, &want), "encoder tail is not newest-frame selection");
+        // Shifted into swish's near-linear range, latents within ±2 come out as themselves plus
+        // a smooth offset: the map keeps a slope near 1 (plain swish's is 0.1 at -2).
+        let grid = Tensor::linspace(-2.0, 2.0, 41, (Kind::Float, Device::Cpu));
+        let through = swish(&swish(&(&grid + TEMPORAL_INIT_SHIFT)));
+        let slope = (through.narrow(0, 1, 40) - through.narrow(0, 0, 40)) / 0.1;
+        let (lo, hi) = (slope.min().double_value(&[]), slope.max().double_value(&[]));
+        assert!(lo > 0.95 && hi < 1.25, "slope of the shifted tail in [{lo}, {hi}]");
         assert!(!close(&before, &want), "the default init must not already be the identity");
         // Decoder: two nearest-repeat levels, so each latent frame becomes 4 equal frames.
         let lat = Tensor::randn([2, 2, z, 3, 3], (Kind::Float, Device::Cpu));
         let (h, hq) = vq.decoder.temporal(&lat, &lat, false);
         assert_eq!(h.size(), [2, 8, z, 3, 3]);
         for t in 0..8 {
-            let want = swish(&swish(&lat.select(1, t / 4)));
+            let want = swish(&swish(&(lat.select(1, t / 4) + TEMPORAL_INIT_SHIFT)));
             assert!(
                 close(&h.select(1, t), &want),
                 "decoder frame {t} is not latent frame {}",

@@ -95,6 +95,58 @@ impl Quantizer {
     }
 }
 
+impl Quantizer {
+    /// Sets the codebook to `iters` rounds of Lloyd's k-means over `z` (`[N,E]`), seeded by
+    /// k-means++ (each next seed drawn in proportion to its squared distance from the seeds so
+    /// far, so no two land in one cluster by chance). A cluster left empty takes a random row of
+    /// `z`. Started from encoder outputs, every code is in use from the first quantized step,
+    /// where a uniform random codebook leaves most of them dead and merges what the encoder had
+    /// learned to tell apart. Returns the mean squared distance of `z` to its nearest centroid.
+    pub fn init_kmeans(&self, z: &Tensor, iters: i64) -> f64 {
+        let (n, e) = z.size2().expect("k-means takes [N,E] latent vectors");
+        let k = self.codebook_size();
+        assert!(n > 0, "k-means needs at least one latent vector");
+        assert_eq!(e, self.embedding.weight.size()[1], "latent width must equal embed_dim");
+        tch::no_grad(|| {
+            let x = z.to_kind(Kind::Float);
+            let opts = (Kind::Int64, x.device());
+            let sq_dist = |c: &Tensor| (&x - c).square().sum_dim_intlist(1, false, Kind::Float);
+            let mut seeds = vec![x.get(Tensor::randint(n, [1], opts).int64_value(&[0]))];
+            let mut closest = sq_dist(&seeds[0]);
+            for _ in 1..k {
+                // Every row already a seed (fewer distinct rows than codes): draw uniformly.
+                let pick = if closest.sum(Kind::Float).double_value(&[]) > 0.0 {
+                    closest.multinomial(1, false).int64_value(&[0])
+                } else {
+                    Tensor::randint(n, [1], opts).int64_value(&[0])
+                };
+                let seed = x.get(pick);
+                closest = closest.minimum(&sq_dist(&seed));
+                seeds.push(seed);
+            }
+            let mut c = Tensor::stack(&seeds, 0);
+            let nearest = |c: &Tensor| {
+                let d = x.square().sum_dim_intlist(1, true, Kind::Float)
+                    + c.square().sum_dim_intlist(1, false, Kind::Float).unsqueeze(0)
+                    - x.matmul(&c.tr()) * 2.0;
+                d.min_dim(1, false)
+            };
+            for _ in 0..iters {
+                let (_, a) = nearest(&c);
+                let sums = c.zeros_like().index_add(0, &a, &x);
+                let ones = Tensor::ones([n], (Kind::Float, x.device()));
+                let count = Tensor::zeros([k], (Kind::Float, x.device())).index_add(0, &a, &ones);
+                let mean = sums / count.clamp_min(1.0).unsqueeze(1);
+                let refill = x.index_select(0, &Tensor::randint(n, [k], opts));
+                c = mean.where_self(&count.gt(0.0).unsqueeze(1), &refill);
+            }
+            let (d, _) = nearest(&c);
+            self.embedding.weight.shallow_clone().copy_(&c.to_kind(self.embedding.weight.kind()));
+            d.clamp_min(0.0).mean(Kind::Float).double_value(&[])
+        })
+    }
+}
+
 /// Codebook usage over a set of codes: the perplexity of the empirical code distribution (K for
 /// uniform use, 1 for a single code) and how many codes never occur.
 #[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -158,6 +210,34 @@ mod tests {
         assert!((u.perplexity - 4.0).abs() < 1e-9);
         let c = CodeUsage::counts(&Tensor::from_slice(&[0i64, 3, 3, 1]), 5);
         assert_eq!(Vec::<f64>::try_from(c).unwrap(), vec![1., 1., 0., 2., 0.]);
+    }
+
+    #[test]
+    fn kmeans_finds_well_separated_clusters() {
+        let vs = VarStore::new(Device::Cpu);
+        let centres = Tensor::from_slice(&[5f32, 5., -5., 5., -5., -5., 5., -5.]).reshape([4, 2]);
+        // Random seeding puts two of four seeds in one cluster most of the time; k-means++ must
+        // find all four under every seed.
+        for seed in 0..8 {
+            tch::manual_seed(seed);
+            let q = Quantizer::new(&Params::new(&vs, Kind::Float), 4, 2);
+            // 50 points around each centre, with noise far smaller than the gaps between them.
+            let z = centres.repeat_interleave_self_int(50, 0, None)
+                + Tensor::randn([200, 2], (Kind::Float, Device::Cpu)) * 0.1;
+            let distortion = q.init_kmeans(&z, 10);
+            assert!((distortion - 0.02).abs() < 0.01, "seed {seed}: distortion {distortion}");
+            // Every true centre has a code within the noise of it.
+            let cb = q.embedding.weight.detach();
+            for i in 0..4 {
+                let d = (&cb - centres.get(i)).square().sum_dim_intlist(1, false, Kind::Float);
+                let near = d.min().double_value(&[]).sqrt();
+                assert!(near < 0.05, "seed {seed}: centre {i} is {near} from its nearest code");
+            }
+        }
+        // Fewer vectors than codes: every code still lands on a data point.
+        let q = Quantizer::new(&Params::new(&vs, Kind::Float), 8, 2);
+        let few = centres.narrow(0, 0, 3);
+        assert_eq!(q.init_kmeans(&few, 3), 0.0);
     }
 
     #[test]
