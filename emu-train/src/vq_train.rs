@@ -1,6 +1,7 @@
 //! VQ tokenizer training: reconstruction (L1 and/or L2), codebook and commitment losses with a
-//! straight-through estimator, dead-code restart, and an optional PatchGAN hinge loss after a
-//! warmup. Logs PSNR and codebook usage; saves a tokenizer folder in BAAI's layout.
+//! straight-through estimator, an optional unquantized warmup that ends in a k-means codebook,
+//! dead-code restart, and an optional PatchGAN hinge loss after a warmup. Logs PSNR and codebook
+//! usage; saves a tokenizer folder in BAAI's layout.
 //!
 //! Shapes: B clips, T frames, 3×H×W pixels in [-1,1]; E embed_dim; K codebook size.
 
@@ -37,8 +38,9 @@ pub struct VqTrainConfig {
     pub hard_pixel_power: f64,
     /// Steps trained as a continuous autoencoder (no quantizer) before the codebook is set by
     /// k-means on the encoder's latents of the last warmup image batches (0: quantize from the
-    /// start, with a random codebook). At 32 pixels, 300 of 600 steps lift shapes read back from
-    /// reconstructions from chance to about 0.55.
+    /// start, with a random codebook). At 32 pixels with 1024 codes of 8, 200 of 600 steps lift the
+    /// share of shapes a detector reads back from reconstructions from 0.41 to 0.48 (0.56 with
+    /// codes of 16).
     pub autoencoder_warmup: i64,
     /// Share of steps that train on video clips instead of images.
     pub video_every: i64,

@@ -134,11 +134,10 @@ impl PixelSource for Squares {
     }
 }
 
-#[test]
-fn vq_training_learns_and_saves_a_loadable_tokenizer() {
-    let run = tempfile::tempdir().unwrap();
-    let cfg = VqConfig {
-        codebook_size: 32,
+/// A 4× tokenizer small enough to train for a few steps in a test.
+fn tiny_vq(codebook_size: i64) -> VqConfig {
+    VqConfig {
+        codebook_size,
         embed_dim: 4,
         z_channels: 4,
         ch: 32,
@@ -146,7 +145,13 @@ fn vq_training_learns_and_saves_a_loadable_tokenizer() {
         num_res_blocks: 1,
         attn_resolutions: vec![],
         ..VqConfig::emu3()
-    };
+    }
+}
+
+#[test]
+fn vq_training_learns_and_saves_a_loadable_tokenizer() {
+    let run = tempfile::tempdir().unwrap();
+    let cfg = tiny_vq(32);
     let tc = VqTrainConfig {
         steps: 40,
         batch_size: 4,
@@ -176,16 +181,7 @@ fn vq_training_learns_and_saves_a_loadable_tokenizer() {
 #[test]
 fn autoencoder_warmup_trains_unquantized_then_sets_the_codebook_by_kmeans() {
     let run = tempfile::tempdir().unwrap();
-    let cfg = VqConfig {
-        codebook_size: 8,
-        embed_dim: 4,
-        z_channels: 4,
-        ch: 32,
-        ch_mult: vec![1, 1, 1],
-        num_res_blocks: 1,
-        attn_resolutions: vec![],
-        ..VqConfig::emu3()
-    };
+    let cfg = tiny_vq(8);
     let tc = VqTrainConfig {
         steps: 6,
         batch_size: 2,
@@ -229,16 +225,7 @@ fn autoencoder_warmup_trains_unquantized_then_sets_the_codebook_by_kmeans() {
 #[test]
 fn image_steps_leave_the_temporal_layers_at_their_init() {
     let run = tempfile::tempdir().unwrap();
-    let cfg = VqConfig {
-        codebook_size: 8,
-        embed_dim: 4,
-        z_channels: 4,
-        ch: 32,
-        ch_mult: vec![1, 1, 1],
-        num_res_blocks: 1,
-        attn_resolutions: vec![],
-        ..VqConfig::emu3()
-    };
+    let cfg = tiny_vq(8);
     let train = |video_every: i64| {
         let tc = VqTrainConfig { steps: 4, batch_size: 2, video_every, ..Default::default() };
         let out = run.path().join(format!("vq{video_every}"));

@@ -93,9 +93,7 @@ impl Quantizer {
             n
         })
     }
-}
 
-impl Quantizer {
     /// Sets the codebook to `iters` rounds of Lloyd's k-means over `z` (`[N,E]`), seeded by
     /// k-means++ (each next seed drawn in proportion to its squared distance from the seeds so
     /// far, so no two land in one cluster by chance). A cluster left empty takes a random row of
