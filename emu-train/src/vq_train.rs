@@ -201,9 +201,10 @@ pub fn train_vq(
         None => None,
     };
     // Image batches are static clips: they say nothing about time, and their gradients only
-    // pull the temporal layers off what videos teach them (at 32 pixels, holding those layers
-    // on image steps lifts shapes read back after 600 steps from 39% to 52%). So only video steps
-    // train them; Adam skips a parameter whose gradient was never computed.
+    // pull the temporal layers off what videos teach them (at 32 pixels with the shifted init,
+    // holding those layers on image steps lifts shapes read back after 600 steps from 38% to
+    // 52%). So only video steps train them; Adam skips a parameter whose gradient was never
+    // computed.
     let temporal: Vec<Tensor> = vq
         .temporal_parameters()
         .into_iter()
