@@ -8,7 +8,7 @@
 use crate::metrics::Metrics;
 use anyhow::{Result, ensure};
 use emu_tokenizer::nn::{Conv2d, Params};
-use emu_tokenizer::vq::quantize::CodeUsage;
+use emu_tokenizer::vq::quantize::{CodeUsage, Quantizer};
 use emu_tokenizer::vq::{VqConfig, VqModel};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
@@ -244,7 +244,7 @@ pub fn train_vq(
         }
         let f = if quantized { vq.forward_train(&x) } else { vq.forward_continuous(&x) };
         if !quantized && !video && step + KMEANS_BATCHES >= cfg.autoencoder_warmup {
-            bank.push(f.z.detach().permute([0, 1, 3, 4, 2]).reshape([-1, config.embed_dim]));
+            bank.push(Quantizer::rows(&f.z.detach()));
         }
         let target = if video { x.shallow_clone() } else { x.unsqueeze(1) };
         let diff = &f.recon - &target;
@@ -276,7 +276,7 @@ pub fn train_vq(
         if quantized && cfg.restart_every > 0 && (step + 1) % cfg.restart_every == 0 {
             usage = Some(CodeUsage::from_counts(&counts));
             if step + 1 < cfg.steps * 9 / 10 {
-                let z = f.z.detach().permute([0, 1, 3, 4, 2]).reshape([-1, config.embed_dim]);
+                let z = Quantizer::rows(&f.z.detach());
                 let z = if cfg.restart_from_errors && !video {
                     worst_patches(&z, &diff.detach(), config.spatial_factor())
                 } else {

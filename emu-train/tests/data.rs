@@ -188,6 +188,8 @@ fn autoencoder_warmup_trains_unquantized_then_sets_the_codebook_by_kmeans() {
         autoencoder_warmup: 4,
         restart_every: 0,
         log_every: 1,
+        // Nothing but the k-means moves the codebook, so its scale tells whether that ran.
+        lr: 0.0,
         ..Default::default()
     };
     let train = |tc: &VqTrainConfig| {
@@ -244,12 +246,13 @@ fn image_steps_leave_the_temporal_layers_at_their_init() {
             .map(|((name, _), _)| name)
             .collect()
     };
-    assert_eq!(changed(&train(0)), Vec::<String>::new(), "images only");
+    let images_only = train(0);
+    assert_eq!(changed(&images_only), Vec::<String>::new(), "images only");
     // A video step trains them.
     assert!(!changed(&train(2)).is_empty(), "video every other step");
     // The 2D trunk trains on images either way.
     let trunk = |vq: &VqModel| vq.encoder.conv_in.weight.copy();
-    assert!(!trunk(&train(0)).equal(&trunk(&init)));
+    assert!(!trunk(&images_only).equal(&trunk(&init)));
 }
 
 #[test]

@@ -76,7 +76,7 @@ impl VqModel {
     /// so the first temporal convolution of each stack adds [`TEMPORAL_INIT_SHIFT`]: latents
     /// enter swish where it is nearly linear and keep their sign. With the temporal layers held
     /// at this init (as training holds them on image batches), a detector reads 52% of shapes
-    /// back after 600 steps at 32 pixels, against 39% without the shift and 55% with the
+    /// back after 600 steps at 32 pixels, against 39% without the shift and 54% with the
     /// swishes removed altogether.
     pub fn init_temporal_identity(&self) {
         let shift = |i: usize| if i == 0 { TEMPORAL_INIT_SHIFT } else { 0.0 };

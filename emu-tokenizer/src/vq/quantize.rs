@@ -43,10 +43,16 @@ impl Quantizer {
         self.embedding.weight.size()[0]
     }
 
+    /// The latent vectors as rows, in code order: `[B,T',E,h,w] -> [N,E]`.
+    pub fn rows(z: &Tensor) -> Tensor {
+        let e = z.size5().expect("the quantizer takes [B,T',E,h,w]").2;
+        z.permute([0, 1, 3, 4, 2]).reshape([-1, e])
+    }
+
     /// Nearest code by squared L2 distance, lowest index on ties: `[B,T',E,h,w] -> [B,T',h,w]`.
     pub fn codes(&self, z: &Tensor) -> Tensor {
-        let (b, t, e, h, w) = z.size5().expect("the quantizer takes [B,T',E,h,w]");
-        let flat = z.permute([0, 1, 3, 4, 2]).reshape([-1, e]);
+        let (b, t, _, h, w) = z.size5().expect("the quantizer takes [B,T',E,h,w]");
+        let flat = Self::rows(z);
         let cb = &self.embedding.weight;
         // The reference's expansion, term for term, so near-ties break the same way.
         let d = flat.pow_tensor_scalar(2).sum_dim_intlist(1, true, None)
@@ -123,16 +129,16 @@ impl Quantizer {
                 seeds.push(seed);
             }
             let mut c = Tensor::stack(&seeds, 0);
+            let x_sq = x.square().sum_dim_intlist(1, true, Kind::Float);
+            let ones = Tensor::ones([n], (Kind::Float, x.device()));
             let nearest = |c: &Tensor| {
-                let d = x.square().sum_dim_intlist(1, true, Kind::Float)
-                    + c.square().sum_dim_intlist(1, false, Kind::Float).unsqueeze(0)
+                let d = &x_sq + c.square().sum_dim_intlist(1, false, Kind::Float).unsqueeze(0)
                     - x.matmul(&c.tr()) * 2.0;
                 d.min_dim(1, false)
             };
             for _ in 0..iters {
                 let (_, a) = nearest(&c);
                 let sums = c.zeros_like().index_add(0, &a, &x);
-                let ones = Tensor::ones([n], (Kind::Float, x.device()));
                 let count = Tensor::zeros([k], (Kind::Float, x.device())).index_add(0, &a, &ones);
                 let mean = sums / count.clamp_min(1.0).unsqueeze(1);
                 let refill = x.index_select(0, &Tensor::randint(n, [k], opts));
@@ -249,11 +255,7 @@ mod tests {
         assert!(g.allclose(&g.ones_like(), 0.0, 0.0, false), "STE gradient must be identity");
         let counts = CodeUsage::counts(&out.codes, 8);
         let used = counts.gt(0.0).sum(Kind::Int64).int64_value(&[]);
-        let n = q.restart_dead_codes(
-            &counts,
-            &z.detach().permute([0, 1, 3, 4, 2]).reshape([-1, 2]),
-            1.0,
-        );
+        let n = q.restart_dead_codes(&counts, &Quantizer::rows(&z.detach()), 1.0);
         assert_eq!(n, 8 - used);
     }
 }
