@@ -373,13 +373,13 @@ mod tests {
         for shape in Shape::ALL {
             for color in Color::ALL {
                 for size in Size::ALL {
-                    let scene = single(shape, color, size, Cell::new(2, 0));
+                    let scene = single(shape, color, size, Cell::new(1, 0));
                     let found = detect(&render(&scene, 64));
                     assert_eq!(found.len(), 1, "{shape:?} {color:?} {size:?}: {found:?}");
                     let d = found[0];
                     assert_eq!(
                         (d.shape, d.color, d.size, d.cell),
-                        (shape, color, size, Cell::new(2, 0))
+                        (shape, color, size, Cell::new(1, 0))
                     );
                     let c = scene.objects[0].center();
                     assert!(
@@ -393,10 +393,10 @@ mod tests {
 
     #[test]
     fn area_matches_geometry() {
-        // Large circle: π · (0.92 · 0.15)² ≈ 0.0598 of the image.
+        // Large circle: π · (0.92 · 0.20)² ≈ 0.1064 of the image.
         let scene = single(Shape::Circle, Color::Red, Size::Large, Cell::new(1, 1));
         let d = detect(&render(&scene, 128))[0];
-        assert!((d.area - 0.0598).abs() < 0.001, "area {}", d.area);
+        assert!((d.area - 0.1064).abs() < 0.001, "area {}", d.area);
     }
 
     #[test]

@@ -215,11 +215,11 @@ mod tests {
 
     #[test]
     fn attribute_scores_by_hand() {
-        // Truth: red circle (0,0), blue square (2,0), blue star (1,2).
+        // Truth: red circle (0,0), blue square (1,0), blue star (1,1).
         let objs = [
             view(Shape::Circle, Color::Red, 0, 0),
-            view(Shape::Square, Color::Blue, 2, 0),
-            view(Shape::Star, Color::Blue, 1, 2),
+            view(Shape::Square, Color::Blue, 1, 0),
+            view(Shape::Star, Color::Blue, 1, 1),
         ];
         // Inventory: 3 shapes + 3 colour–shape pairs = 6 atoms.
         // "a red circle and two blue squares" states Shape(circle), Color(circle, red),

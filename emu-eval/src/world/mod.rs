@@ -1,6 +1,6 @@
 //! The built-in synthetic world: the default training data and its own ground-truth reader.
 //!
-//! - [`scene`]: still scenes of 1–4 coloured shapes on a 3×3 grid, deterministic from a seed;
+//! - [`scene`]: still scenes of 1–4 coloured shapes on a 2×2 grid, deterministic from a seed;
 //!   [`mod@render`] draws them anti-aliased at any size, [`video`] animates them (move, appear,
 //!   change colour).
 //! - [`text`] writes captions, [`qa`] question/answer pairs, and [`parse`] reads captions back

@@ -205,23 +205,24 @@ mod tests {
         let scene = Scene::new(vec![obj], Background::Plain { base: [128, 128, 128] });
         for size in [32, 64, 128] {
             let img = render(&scene, size);
-            let c = size / 2;
+            let c = size * 3 / 4;
             assert_eq!(img.get_pixel(c, c).0, Color::Blue.rgb());
             assert_eq!(img.get_pixel(0, 0).0, [128, 128, 128]);
-            // Square half-side is 0.8 · 0.15 = 0.12 of the side, so its left edge is at 0.38:
-            // the first whole pixel right of it is blue, the last whole pixel left of it grey.
-            let edge = 0.38 * size as f32;
+            // Square half-side is 0.8 · 0.20 = 0.16 of the side around the cell centre 0.75, so
+            // its left edge is at 0.59: the first whole pixel right of it is blue, the last whole
+            // pixel left of it grey.
+            let edge = 0.59 * size as f32;
             assert_eq!(img.get_pixel(edge.ceil() as u32, c).0, Color::Blue.rgb());
             assert_eq!(img.get_pixel(edge.floor() as u32 - 1, c).0, [128, 128, 128]);
         }
-        // The square spans x in [24.32, 39.68]; 4×4 samples (at quarter-pixel centres) see 3/4 of
-        // each edge pixel, so the sampled side is 15.5 px and the blue mass 240.25 px².
+        // The square spans x in [37.76, 58.24]; 4×4 samples (at quarter-pixel centres) see 1/4 of
+        // each edge pixel, so the sampled side is 20.5 px and the blue mass 420.25 px².
         let img = render(&scene, 64);
         let blue: f32 = img
             .pixels()
             .map(|p| (128.0 - f32::from(p.0[0])) / (128.0 - f32::from(Color::Blue.rgb()[0])))
             .sum();
-        assert!((blue - 240.25).abs() < 0.5, "blue mass {blue}");
+        assert!((blue - 420.25).abs() < 0.5, "blue mass {blue}");
     }
 
     #[test]

@@ -298,8 +298,8 @@ mod tests {
         use Color::*;
         let s = scene(vec![
             obj(Shape::Circle, Red, Size::Small, 0, 0),
-            obj(Shape::Circle, Red, Size::Large, 2, 0),
-            obj(Shape::Star, Yellow, Size::Large, 1, 2),
+            obj(Shape::Circle, Red, Size::Large, 1, 0),
+            obj(Shape::Star, Yellow, Size::Large, 1, 1),
         ]);
         let inv = caption_with(&s, CaptionTemplate::Inventory(Detail::ColorShape), 1).unwrap();
         assert!(
@@ -320,11 +320,9 @@ mod tests {
             "a small red circle above a large yellow star",
             "a small red circle to the left of a large yellow star",
             "a large red circle above a large yellow star",
-            "a large red circle to the right of a large yellow star",
             "a large yellow star below a small red circle",
             "a large yellow star to the right of a small red circle",
             "a large yellow star below a large red circle",
-            "a large yellow star to the left of a large red circle",
         ];
         assert!(allowed.contains(&rel.as_str()), "{rel}");
     }
@@ -352,7 +350,7 @@ mod tests {
         let still =
             VideoObject { object: obj(Shape::Circle, Color::Red, Size::Small, 0, 0), event: None };
         let turner = VideoObject {
-            object: obj(Shape::Square, Color::Blue, Size::Small, 2, 2),
+            object: obj(Shape::Square, Color::Blue, Size::Small, 1, 1),
             event: Some(Event::ChangesColor { frame: 3, to: Color::Yellow }),
         };
         let v = VideoScene {

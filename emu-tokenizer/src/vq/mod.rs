@@ -68,15 +68,16 @@ impl VqModel {
     /// start at zero. For training from scratch. With the random default init, every latent,
     /// even an image's, first passes through a random mix of the narrow Z-channel bottleneck in
     /// both encoder and decoder, and the 2D trunks must learn around it. After 600 steps on the
-    /// 32-pixel world (4x, 8x8 codes) this init gives 27.3 dB instead of 26.1, and a detector
-    /// reads colours and places back from 93% of reconstructions instead of 70%; at 24 pixels
-    /// and 8x (3x3 codes), 26.1 dB instead of 21.7, and 72% instead of 5%.
+    /// 32-pixel world of the time (a 3×3 grid of small shapes; 4x, 8x8 codes) this init gives
+    /// 27.3 dB instead of 26.1, and a detector reads colours and places back from 93% of
+    /// reconstructions instead of 70%; at 24 pixels and 8x (3x3 codes), 26.1 dB instead of
+    /// 21.7, and 72% instead of 5%.
     ///
     /// Each temporal resampling is followed by swish, which squashes negative latents towards 0,
     /// so the first temporal convolution of each stack adds [`TEMPORAL_INIT_SHIFT`]: latents
     /// enter swish where it is nearly linear and keep their sign. With the temporal layers held
     /// at this init (as training holds them on image batches), a detector reads 52% of shapes
-    /// back after 600 steps at 32 pixels, against 39% without the shift and 54% with the
+    /// back after 600 steps on that world, against 39% without the shift and 54% with the
     /// swishes removed altogether.
     pub fn init_temporal_identity(&self) {
         let shift = |i: usize| if i == 0 { TEMPORAL_INIT_SHIFT } else { 0.0 };
