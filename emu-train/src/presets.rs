@@ -61,9 +61,10 @@ impl PipelineConfig {
         // continuous autoencoder, then a k-means codebook, with the temporal layers held at
         // their identity init. On the world's 2×2 grid its reconstructions keep 96% of shapes
         // (`recon`'s geneval_ceiling 0.88). The tokenizer trains on images only: video steps
-        // train the temporal layers that images pass through too, and within 600 steps they cost
-        // the ceiling more than half, while the video scores stay at 0 either way. A 2×
-        // tokenizer costs the LM 3.5× the tokens per image; an 8× one keeps a quarter of shapes.
+        // train the temporal layers that images pass through too, and on the earlier 3×3 world
+        // they cost the ceiling more than half, while the video scores stayed at 0 either way.
+        // A 2× tokenizer costs the LM 3.5× the tokens per image; an 8× one keeps a quarter of
+        // the shapes.
         //
         // The transformer, not the tokenizer, limits the scores, and it is short of steps: 256
         // codes instead of 1024 (ceiling 0.96) and a 128-wide model at 2.5× the throughput of a
