@@ -38,9 +38,9 @@ pub struct VqTrainConfig {
     pub hard_pixel_power: f64,
     /// Steps trained as a continuous autoencoder (no quantizer) before the codebook is set by
     /// k-means on the encoder's latents of the last warmup image batches (0: quantize from the
-    /// start, with a random codebook). At 32 pixels with 1024 codes of 8, 200 of 600 steps lift the
-    /// share of shapes a detector reads back from reconstructions from 0.41 to 0.48 (0.56 with
-    /// codes of 16).
+    /// start, with a random codebook). On the 32-pixel world of the time (a 3×3 grid of small
+    /// shapes) with 1024 codes of 8, 200 of 600 steps lifted the share of shapes a detector reads
+    /// back from reconstructions from 0.41 to 0.48 (0.56 with codes of 16).
     pub autoencoder_warmup: i64,
     /// Share of steps that train on video clips instead of images.
     pub video_every: i64,
@@ -88,7 +88,7 @@ pub trait PixelSource {
 }
 
 /// Image batches whose latents seed the k-means codebook (with batch 16 at an 8×8 code grid:
-/// 16 384 vectors, 16 per code of a 1024 codebook).
+/// 16 384 vectors, 64 per code of the default 256, 16 per code of 1024).
 const KMEANS_BATCHES: i64 = 16;
 /// Lloyd iterations for that k-means.
 const KMEANS_ITERS: i64 = 10;
@@ -201,9 +201,9 @@ pub fn train_vq(
         None => None,
     };
     // Image batches are static clips: they say nothing about time, and their gradients only
-    // pull the temporal layers off what videos teach them (at 32 pixels with the shifted init,
-    // holding those layers on image steps lifts shapes read back after 600 steps from 38% to
-    // 52%). So only video steps train them; Adam skips a parameter whose gradient was never
+    // pull the temporal layers off what videos teach them (on the 32-pixel 3×3-grid world of the
+    // time, with the shifted init, holding those layers on image steps lifted shapes read back
+    // after 600 steps from 38% to 52%). So only video steps train them; Adam skips a parameter whose gradient was never
     // computed.
     let temporal: Vec<Tensor> = vq
         .temporal_parameters()
