@@ -229,6 +229,14 @@ impl Emu3ForCausalLM {
         self.run(ids, &pos, Keys::Fresh { mask: None }, train)
     }
 
+    /// Hidden states of packed sequences `[B,L] -> [B,L,D]`: each `doc_start` token opens a
+    /// document whose tokens attend only within it and count positions from 0, exactly as the
+    /// document would run alone at inference.
+    pub fn hidden_packed(&self, ids: &Tensor, doc_start: i64, train: bool) -> Tensor {
+        let (positions, mask) = packed_layout(ids, doc_start);
+        self.run(ids, &positions, Keys::Fresh { mask: Some(mask) }, train)
+    }
+
     /// Logits of whole sequences, `[B,L] -> [B,L,V]`. With `attention_mask` (`[B,L]`, 1 for real
     /// tokens, 0 for left padding), padded rows compute what they would alone.
     pub fn forward(&self, ids: &Tensor, attention_mask: Option<&Tensor>) -> Tensor {
@@ -272,6 +280,20 @@ impl Emu3ForCausalLM {
             w.device(),
         )
     }
+}
+
+/// Positions `[B,L]` and the block-causal `[B,1,L,L]` bool mask of packed documents, each
+/// opened by a `doc_start` token; tokens before the first one form a document of their own.
+pub fn packed_layout(ids: &Tensor, doc_start: i64) -> (Tensor, Tensor) {
+    let (_, l) = ids.size2().expect("packed ids must be [B,L]");
+    let dev = ids.device();
+    let starts = ids.eq(doc_start);
+    let doc = starts.cumsum(1, Kind::Int64);
+    let idx = Tensor::arange(l, (Kind::Int64, dev)).unsqueeze(0);
+    let opened_at = (&idx * starts.to_kind(Kind::Int64)).cummax(1).0;
+    let same = doc.unsqueeze(2).eq_tensor(&doc.unsqueeze(1));
+    let causal = Tensor::ones([l, l], (Kind::Bool, dev)).tril(0);
+    (&idx - opened_at, same.logical_and(&causal).unsqueeze(1))
 }
 
 /// `[B,1,L,S]` bool: new token i (slot `start + i`) attends to earlier valid slots and to itself

@@ -23,13 +23,15 @@ pub struct TrainOutput {
 
 impl Emu3ForCausalLM {
     /// `labels[b, t]` is the token expected at position t (usually `ids` itself, or -100); the
-    /// shift by one happens here. `weights` (`[B,L]`, default 1) weigh each label. `train`
-    /// switches dropout on.
+    /// shift by one happens here. `weights` (`[B,L]`, default 1) weigh each label. With
+    /// `doc_start`, `ids` are packed documents that each open with that token and see only
+    /// themselves (see [`Emu3ForCausalLM::hidden_packed`]). `train` switches dropout on.
     pub fn forward_train(
         &self,
         ids: &Tensor,
         labels: &Tensor,
         weights: Option<&Tensor>,
+        doc_start: Option<i64>,
         train: bool,
         want_logits: bool,
     ) -> TrainOutput {
@@ -37,7 +39,11 @@ impl Emu3ForCausalLM {
         if let Some(w) = weights {
             assert_eq!(w.size(), ids.size(), "weights must have the shape of ids");
         }
-        let logits = self.lm_head.forward(&self.hidden(ids, train)).to_kind(Kind::Float);
+        let hidden = match doc_start {
+            Some(t) => self.hidden_packed(ids, t, train),
+            None => self.hidden(ids, train),
+        };
+        let logits = self.lm_head.forward(&hidden).to_kind(Kind::Float);
         let (loss, weight_sum) = weighted_next_token_loss(&logits, labels, weights);
         TrainOutput { loss, logits: want_logits.then_some(logits), weight_sum }
     }

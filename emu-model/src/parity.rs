@@ -78,7 +78,7 @@ fn checks_for(
         for mut t in lm.vs.trainable_variables() {
             t.zero_grad();
         }
-        let out = lm.forward_train(&ids, &ids, None, false, false);
+        let out = lm.forward_train(&ids, &ids, None, None, false, false);
         out.loss.backward();
         rows.push(compare(
             "lm",

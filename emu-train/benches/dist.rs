@@ -27,7 +27,7 @@ fn lm_step_time(dist: &Dist) -> f64 {
     let mut times = Vec::new();
     for i in 0..STEPS + 1 {
         let t = Instant::now();
-        let out = lm.forward_train(&ids, &ids, None, true, false);
+        let out = lm.forward_train(&ids, &ids, None, None, true, false);
         out.loss.backward();
         up.step(dist, 1e-3, 1.0).unwrap();
         up.zero_grad();

@@ -72,6 +72,9 @@ pub struct LmTrainConfig {
     pub min_lr: f64,
     pub grad_clip: f64,
     pub vision_weight: f32,
+    /// Packed samples attend only within themselves and count positions from 0, as each runs
+    /// alone at inference (false: a packed row is one causal stream).
+    pub doc_mask: bool,
     pub seed: u64,
     pub log_every: i64,
     pub eval_every: i64,
@@ -100,6 +103,7 @@ impl Default for LmTrainConfig {
             min_lr: 1e-4,
             grad_clip: 1.0,
             vision_weight: 0.5,
+            doc_mask: true,
             seed: 0,
             log_every: 10,
             eval_every: 0,
@@ -215,6 +219,7 @@ pub fn train_lm(
         updater.load_state(&|n| opt.tensor(n, device), state.step)?;
     }
     let pad = model_cfg.pad_token_id;
+    let doc_start = cfg.doc_mask.then_some(model_cfg.bos_token_id);
     let mut loader = Loader::new(
         &tokens.samples,
         |t| cfg.stage.weighting(t, cfg.vision_weight),
@@ -244,7 +249,7 @@ pub fn train_lm(
             let (ids, labels, weights) =
                 (ids.to_device(device), labels.to_device(device), weights.to_device(device));
             let out = tch::autocast(autocast, || {
-                lm.forward_train(&ids, &labels, Some(&weights), true, false)
+                lm.forward_train(&ids, &labels, Some(&weights), doc_start, true, false)
             });
             let share = out.loss * (out.weight_sum / total_weight.max(1e-12));
             share.backward();

@@ -61,7 +61,7 @@ fn adamw_for(fx: &Fixture, dir: &Path, layout: &str, rows: &mut Vec<CheckRow>) -
     let mut losses = Vec::with_capacity(steps as usize);
     for _ in 0..steps {
         opt.zero_grad();
-        let out = lm.forward_train(&ids, &ids, None, false, false);
+        let out = lm.forward_train(&ids, &ids, None, None, false, false);
         losses.push(out.loss.double_value(&[]) as f32);
         out.loss.backward();
         opt.step(cfg.lr);

@@ -107,6 +107,7 @@ impl PipelineConfig {
             min_lr: 1e-4,
             grad_clip: 1.0,
             vision_weight: 0.5,
+            doc_mask: true,
             seed: 0,
             log_every: 10,
             eval_every: 0,

@@ -19,7 +19,8 @@ fn loss(model: &Emu3, samples: &[Sample], w: Weighting) -> Result<f64> {
     for s in samples {
         let ids = Tensor::from_slice(&s.ids).view([1, -1]).to_device(model.lm.vs.device());
         let weights = Tensor::from_slice(&s.weights(w)).view([1, -1]).to_device(ids.device());
-        let out = tch::no_grad(|| model.lm.forward_train(&ids, &ids, Some(&weights), false, false));
+        let out =
+            tch::no_grad(|| model.lm.forward_train(&ids, &ids, Some(&weights), None, false, false));
         num += out.loss.to_device(Device::Cpu).double_value(&[]) * out.weight_sum;
         den += out.weight_sum;
     }
