@@ -37,9 +37,11 @@ pub fn run(model: &Emu3, opts: &BenchOptions) -> Result<BenchResult> {
     let images: Vec<_> = scenes.iter().map(|(_, s)| world::render(s, ph as u32)).collect();
     let codes = model.encode_many(&images, h, w)?;
     let mut t2i = Vec::new();
+    let mut blank = Vec::new();
     let mut chat = Vec::new();
     for ((seed, s), c) in scenes.iter().zip(&codes) {
         t2i.push(fmt.t2i_sample(&world::caption(s, *seed), c, h, w)?);
+        blank.push(fmt.t2i_sample("", c, h, w)?);
         for q in world::scene_questions(s, *seed).into_iter().take(2) {
             chat.push(fmt.chat_sample(c, h, w, &q.question, &q.answer)?);
         }
@@ -54,13 +56,17 @@ pub fn run(model: &Emu3, opts: &BenchOptions) -> Result<BenchResult> {
         t2v.push(fmt.t2v_sample(&world::video_caption(&v, seed), &clip, h, w, FPS)?);
     }
     let mut metrics = BTreeMap::new();
-    metrics.insert("loss_image".into(), loss(model, &t2i, Weighting::VisionOnly)?);
+    let loss_image = loss(model, &t2i, Weighting::VisionOnly)?;
+    metrics.insert("loss_image".into(), loss_image);
+    // What the caption is worth: the same codes after an empty caption (the CFG branch).
+    metrics.insert("caption_gain".into(), loss(model, &blank, Weighting::VisionOnly)? - loss_image);
     metrics.insert("loss_text".into(), loss(model, &chat, Weighting::TextOnly)?);
     metrics.insert("loss_video".into(), loss(model, &t2v, Weighting::VisionOnly)?);
     Ok(BenchResult {
         name: "ppl".into(),
         protocol: format!(
-            "Held-out next-token loss (nats/token): loss_image over the codes of {} text-to-image samples, loss_text over \
+            "Held-out next-token loss (nats/token): loss_image over the codes of {} text-to-image samples, caption_gain \
+             = how much lower that is than after an empty caption, loss_text over \
              the answers of {} understanding samples, loss_video over the codes of {} text-to-video samples (world seeds \
              200000+ and 300000+).",
             t2i.len(),
