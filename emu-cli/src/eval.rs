@@ -29,6 +29,12 @@ pub struct EvalArgs {
     /// Classifier-free guidance scale for generation.
     #[arg(long)]
     pub cfg: Option<f64>,
+    /// Sampling temperature for generation (0: greedy).
+    #[arg(long)]
+    pub temperature: Option<f64>,
+    /// Top-k for image and video tokens.
+    #[arg(long)]
+    pub top_k_image: Option<i64>,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
 }
@@ -43,6 +49,13 @@ pub fn run(g: &Global, a: &EvalArgs) -> Result<()> {
     if let Some(c) = a.cfg {
         opts.generation.cfg_scale = c;
     }
+    if let Some(t) = a.temperature {
+        opts.generation.sampling.temperature = t;
+    }
+    if let Some(k) = a.top_k_image {
+        opts.generation.sampling.top_k_image = Some(k);
+    }
+    opts.generation.sampling.validate()?;
     let model = Emu3::load(&a.model, None, g.device()?, g.kind()?)?;
     if let Some(prompts) = &a.prompts {
         if a.benches != ["geneval"] {
