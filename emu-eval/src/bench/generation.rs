@@ -7,7 +7,8 @@
 use super::report::BenchResult;
 use super::{BenchOptions, save_grid};
 use crate::world::{
-    Category, GenEvalPrompt, benchmark_prompts, detect, from_geneval_json, to_geneval_json,
+    Category, GenEvalPrompt, benchmark_prompts, chance_level, detect, from_geneval_json,
+    to_geneval_json,
 };
 use anyhow::{Context, Result};
 use emu_model::generate::Structure;
@@ -42,6 +43,9 @@ pub fn generate_images(
     Ok(out)
 }
 
+/// Prompts per category behind the chance level (standard error about 0.003).
+const CHANCE_PROMPTS: usize = 4000;
+
 pub fn run(
     model: &Emu3,
     opts: &BenchOptions,
@@ -75,6 +79,7 @@ pub fn run(
     }
     let overall = metrics.values().sum::<f64>() / metrics.len().max(1) as f64;
     metrics.insert("overall".into(), overall);
+    metrics.insert("chance".into(), f64::from(chance_level(CHANCE_PROMPTS, 0).overall));
     let mut samples = Vec::new();
     for (cat, items) in &gallery {
         samples.push(save_grid(out, &format!("geneval_{}.png", cat.tag()), items, 4)?);
@@ -84,7 +89,9 @@ pub fn run(
         protocol: format!(
             "GenEval's six categories on the synthetic world: {} prompts per category from seed 0, {} sample(s) each, \
              CFG {}, judged by the world's detector (counting exact, position by detected centres); overall = mean of \
-             the categories. Failed samples are marked x in the grids.",
+             the categories; chance = the overall score of random world scenes ({CHANCE_PROMPTS} prompts per category \
+             judged on the scenes' truth), what a model that ignores its prompts scores. Failed samples are marked x \
+             in the grids.",
             opts.prompts_per_category, opts.samples_per_prompt, opts.generation.cfg_scale
         ),
         metrics,

@@ -17,7 +17,7 @@ use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use super::detect::{DetectedObject, detect};
+use super::detect::{DetectedObject, detect, perfect_detection};
 use super::scene::{Cell, Color, MAX_OBJECTS, ObjectSpec, Relation, Scene, Shape};
 use super::text::noun_phrase;
 
@@ -262,6 +262,19 @@ pub fn aggregate(results: &[(Category, bool)]) -> GenEvalReport {
 }
 
 /// Detects objects in each generated image (in parallel) and scores it against its prompt.
+/// What a model that ignores its prompts would score: random world scenes, `per_category` prompts
+/// of each category, judged on the scenes' truth.
+pub fn chance_level(per_category: usize, seed: u64) -> GenEvalReport {
+    let results: Vec<(Category, bool)> = Category::ALL
+        .iter()
+        .flat_map(|&c| prompts(c, per_category, seed).into_iter().enumerate())
+        .map(|(i, p)| {
+            (p.category, p.score(&perfect_detection(&Scene::random(1_000_000 + i as u64))))
+        })
+        .collect();
+    aggregate(&results)
+}
+
 pub fn score_images(prompts: &[GenEvalPrompt], images: &[RgbImage]) -> GenEvalReport {
     assert_eq!(prompts.len(), images.len(), "one image per prompt");
     let results: Vec<(Category, bool)> = prompts
@@ -374,16 +387,8 @@ mod tests {
         }
     }
 
-    /// Expected score of random world scenes, from 4000 scenes per category scored on truth.
     fn chance(seed: u64) -> GenEvalReport {
-        let results: Vec<(Category, bool)> = Category::ALL
-            .iter()
-            .flat_map(|&c| prompts(c, 4000, seed).into_iter().enumerate())
-            .map(|(i, p)| {
-                (p.category, p.score(&perfect_detection(&Scene::random(1_000_000 + i as u64))))
-            })
-            .collect();
-        aggregate(&results)
+        chance_level(4000, seed)
     }
 
     #[test]

@@ -31,7 +31,7 @@ pub use accuracy::{DetectorReport, degradation_report, evaluate_detector};
 pub use degrade::{Degradation, degrade};
 pub use detect::{DetectedObject, detect};
 pub use geneval::{
-    Category, GenEvalPrompt, GenEvalReport, benchmark_prompts, prompts, score_images,
+    Category, GenEvalPrompt, GenEvalReport, benchmark_prompts, chance_level, prompts, score_images,
 };
 pub use geneval_json::{from_geneval_json, to_geneval_json};
 pub use metrics::{AttributeScore, VqaReport, caption_attribute_score, vqa_accuracy};
