@@ -1,23 +1,9 @@
 //! Incremental decoding through the KV cache equals the full masked forward, left padding included.
 
-use emu_model::{Emu3Config, Emu3ForCausalLM};
+mod common;
+
 use proptest::prelude::*;
 use tch::{Device, Kind, Tensor};
-
-fn model() -> Emu3ForCausalLM {
-    tch::manual_seed(7);
-    let cfg = Emu3Config { num_hidden_layers: 2, ..Emu3Config::tiny() };
-    let lm = Emu3ForCausalLM::new(&cfg, Device::Cpu, Kind::Float).unwrap();
-    // Larger weights than the 0.02 init so that attention patterns are far from uniform.
-    tch::no_grad(|| {
-        for (_, mut t) in lm.vs.variables() {
-            if t.dim() == 2 {
-                let _ = t.f_mul_scalar_(10.0).unwrap();
-            }
-        }
-    });
-    lm
-}
 
 proptest! {
     #![proptest_config(ProptestConfig { cases: 24, .. ProptestConfig::default() })]
@@ -28,7 +14,7 @@ proptest! {
         chunks in prop::collection::vec(1i64..4, 12),
         seed in 0i64..1000,
     ) {
-        let lm = model();
+        let lm = common::sharp_tiny_model(7);
         tch::manual_seed(seed);
         let b = lens.len() as i64;
         let l = *lens.iter().max().unwrap();

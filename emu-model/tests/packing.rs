@@ -1,26 +1,12 @@
 //! Document-masked packing: each document packed into a training row computes exactly what it
 //! computes alone, whatever precedes it in the row.
 
-use emu_model::{Emu3Config, Emu3ForCausalLM};
+mod common;
+
 use proptest::prelude::*;
 use tch::{Device, Kind, Tensor};
 
 const BOS: i64 = 1;
-
-fn model() -> Emu3ForCausalLM {
-    tch::manual_seed(11);
-    let cfg = Emu3Config { num_hidden_layers: 2, ..Emu3Config::tiny() };
-    let lm = Emu3ForCausalLM::new(&cfg, Device::Cpu, Kind::Float).unwrap();
-    // Larger weights than the 0.02 init, so that a token attending across documents would show.
-    tch::no_grad(|| {
-        for (_, mut t) in lm.vs.variables() {
-            if t.dim() == 2 {
-                let _ = t.f_mul_scalar_(10.0).unwrap();
-            }
-        }
-    });
-    lm
-}
 
 proptest! {
     #![proptest_config(ProptestConfig { cases: 8, .. ProptestConfig::default() })]
@@ -30,7 +16,7 @@ proptest! {
         lens in prop::collection::vec(2usize..10, 2..5),
         seed in 0i64..1000,
     ) {
-        let lm = model();
+        let lm = common::sharp_tiny_model(11);
         tch::manual_seed(seed);
         let docs: Vec<Vec<i64>> = lens
             .iter()
