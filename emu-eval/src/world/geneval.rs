@@ -261,7 +261,6 @@ pub fn aggregate(results: &[(Category, bool)]) -> GenEvalReport {
     GenEvalReport { per_category, overall }
 }
 
-/// Detects objects in each generated image (in parallel) and scores it against its prompt.
 /// What a model that ignores its prompts would score: random world scenes, `per_category` prompts
 /// of each category, judged on the scenes' truth.
 pub fn chance_level(per_category: usize, seed: u64) -> GenEvalReport {
@@ -275,6 +274,7 @@ pub fn chance_level(per_category: usize, seed: u64) -> GenEvalReport {
     aggregate(&results)
 }
 
+/// Detects objects in each generated image (in parallel) and scores it against its prompt.
 pub fn score_images(prompts: &[GenEvalPrompt], images: &[RgbImage]) -> GenEvalReport {
     assert_eq!(prompts.len(), images.len(), "one image per prompt");
     let results: Vec<(Category, bool)> = prompts
