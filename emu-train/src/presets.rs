@@ -70,7 +70,8 @@ impl PipelineConfig {
         // codes instead of 1024 (ceiling 0.96) and a 128-wide model at 2.5× the throughput of a
         // 256-wide one, for 1400 steps instead of 600 in the same time, lifted GenEval from 0.07
         // to 0.12 and VQA from 0.52 to 0.59 (shape answers from chance to 0.32). A higher
-        // learning rate, twice the images, and 128 codes did no better.
+        // learning rate, twice the images, and 128 codes did no better. GenEval is still at chance
+        // (random scenes score 0.12): the model barely uses its captions (`ppl`'s caption_gain).
         //
         // Every question a scene supports is asked in one sample per image: understanding then
         // costs one copy of the image per image, not one per question.

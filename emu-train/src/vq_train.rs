@@ -203,8 +203,8 @@ pub fn train_vq(
     // Image batches are static clips: they say nothing about time, and their gradients only
     // pull the temporal layers off what videos teach them (on the 32-pixel 3×3-grid world of the
     // time, with the shifted init, holding those layers on image steps lifted shapes read back
-    // after 600 steps from 38% to 52%). So only video steps train them; Adam skips a parameter whose gradient was never
-    // computed.
+    // after 600 steps from 38% to 52%). So only video steps train them; Adam skips a parameter
+    // whose gradient was never computed.
     let temporal: Vec<Tensor> = vq
         .temporal_parameters()
         .into_iter()

@@ -13,11 +13,11 @@
 //! ```
 //! Metrics: geneval `overall` and one per category (`single_object`, `two_object`, `counting`,
 //! `colors`, `position`, `color_attr`), in [0,1], and `chance` (random scenes' overall); vqa
-//! `accuracy`, `accuracy_<kind>`, `caption_f1`; video `motion_accuracy`, `caption_agreement`, `continuation_accuracy`; recon
-//! `world_psnr_db`, `world_ssim`, `photo_psnr_db`, `codebook_perplexity`, `codebook_used`,
-//! `detect_exact`, `detect_colour_cell`, `detect_shape` (in [0,1]); ppl `loss_image`,
-//! `caption_gain` (loss_image after an empty caption minus loss_image), `loss_text`, `loss_video`
-//! (nats per token).
+//! `accuracy`, `accuracy_<kind>`, `caption_f1`; video `motion_accuracy`, `caption_agreement`,
+//! `continuation_accuracy`; recon `world_psnr_db`, `world_ssim`, `photo_psnr_db`,
+//! `codebook_perplexity`, `codebook_used`, `detect_exact`, `detect_colour_cell`, `detect_shape`
+//! (in [0,1]); ppl `loss_image`, `caption_gain` (loss_image after an empty caption minus
+//! loss_image), `loss_text`, `loss_video` (nats per token).
 
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};

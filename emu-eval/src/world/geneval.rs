@@ -387,10 +387,6 @@ mod tests {
         }
     }
 
-    fn chance(seed: u64) -> GenEvalReport {
-        chance_level(4000, seed)
-    }
-
     #[test]
     fn oracle_scores_near_one_and_random_images_score_chance() {
         let prompts = benchmark_prompts(250, 42);
@@ -405,7 +401,7 @@ mod tests {
             .map(|s| render(&Scene::random(s), 64))
             .collect();
         let random = score_images(&prompts, &random);
-        let chance = chance(42);
+        let chance = chance_level(4000, 42);
         for c in Category::ALL {
             let (o, r, ch) = (
                 oracle.per_category[&c].score,
