@@ -14,6 +14,10 @@ pub struct EvalArgs {
     /// The model folder.
     #[arg(long)]
     pub model: PathBuf,
+    /// Judge understanding (vqa, ppl's loss_text) with this model folder instead, as Emu3 pairs
+    /// Emu3-Gen with Emu3-Chat (a run's `chat/` beside its `model/`).
+    #[arg(long)]
+    pub chat: Option<PathBuf>,
     /// smoke, quick or full.
     #[arg(long, default_value = "quick")]
     pub suite: String,
@@ -61,6 +65,9 @@ pub fn run(g: &Global, a: &EvalArgs) -> Result<()> {
         if a.benches != ["geneval"] {
             bail!("--prompts goes with `emu eval geneval` (GenEval's metadata format)");
         }
+        if a.chat.is_some() {
+            bail!("--chat judges understanding; `emu eval geneval --prompts` only generates");
+        }
         let bar = crate::progress::bar(0, "geneval");
         let n = bench::generation::from_file(&model, prompts, &opts, &a.out, &mut |k| {
             bar.inc(k as u64)
@@ -75,7 +82,9 @@ pub fn run(g: &Global, a: &EvalArgs) -> Result<()> {
     } else {
         a.benches.iter().map(String::as_str).collect()
     };
-    let report = bench::run_suite(&model, &a.suite, &opts, &benches, &a.out)?;
+    let chat = a.chat.as_ref().map(|c| Emu3::load(c, None, g.device()?, g.kind()?)).transpose()?;
+    let models = bench::Models { generator: &model, chat: chat.as_ref().unwrap_or(&model) };
+    let report = bench::run_suite(models, &a.suite, &opts, &benches, &a.out)?;
     emit(g, &report, || {
         format!("{}\nwrote {}\n", report.markdown(), a.out.join("report.md").display())
     })

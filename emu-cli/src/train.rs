@@ -2,12 +2,12 @@
 //! Launched once, or once per rank by torchrun / Slurm / `cargo xtask train --nproc N`.
 
 use crate::common::Global;
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use clap::Args;
 use emu_train::dist::c10d::Backend;
 use emu_train::dist::{Dist, Topology};
 use emu_train::lm::Stage;
-use emu_train::presets::{PipelineConfig, Source};
+use emu_train::presets::{ChatPhase, PipelineConfig, Source};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -27,16 +27,20 @@ pub struct TrainArgs {
     /// Start the language model from this model folder (ours or an official Emu3).
     #[arg(long)]
     pub init: Option<PathBuf>,
-    /// Training stage: pretrain, sft-gen or sft-chat.
+    /// Training stage of the language model (`model/`): pretrain, sft-gen or sft-chat.
     #[arg(long)]
     pub stage: Option<String>,
     /// Replace the transformer's shape with a named preset (tiny, small, base, emu3-8b); its
     /// vocabulary and token ids still come from the tokenizer.
     #[arg(long)]
     pub model_preset: Option<String>,
-    /// Override the number of LM steps.
+    /// Override the number of LM steps (of `model/`; the chat phase keeps its own).
     #[arg(long)]
     pub steps: Option<i64>,
+    /// Steps of the chat phase, which trains on from `model/` into `chat/` (0: no chat model,
+    /// one model is judged on everything).
+    #[arg(long)]
+    pub chat_steps: Option<i64>,
     /// Shard the optimizer state over ranks (ZeRO-1).
     #[arg(long)]
     pub zero1: bool,
@@ -91,6 +95,12 @@ pub fn run(g: &Global, a: &TrainArgs) -> Result<()> {
     }
     if let Some(n) = a.steps {
         cfg.lm_train.steps = n;
+    }
+    match a.chat_steps {
+        Some(n) if n < 0 => bail!("--chat-steps {n}: expected 0 (no chat model) or more"),
+        Some(0) => cfg.chat = None,
+        Some(n) => cfg.chat = Some(ChatPhase { steps: n, ..cfg.chat.unwrap_or_default() }),
+        None => {}
     }
     cfg.lm_train.zero1 |= a.zero1;
     cfg.lm_train.device = g.device.clone();

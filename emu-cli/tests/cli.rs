@@ -202,8 +202,43 @@ fn eval_parity_inspect_doctor_and_train() {
 
     let runs = tempfile::tempdir().unwrap();
     let r = runs.path().display().to_string();
-    ok(&["train", "--preset", "smoke", "--runs", &r, "--name", "t", "--steps", "3", "--no-eval"]);
+    let train = ["train", "--preset", "smoke", "--runs", &r, "--steps", "3", "--no-eval"];
+    ok(&[&train[..], &["--name", "t", "--chat-steps", "2"]].concat());
     assert!(Path::new(&r).join("t/model/model.safetensors").exists());
+    // The smoke preset, like the default, trains a chat model on from the generator.
+    let state = std::fs::read_to_string(Path::new(&r).join("t/chat/model/state.json")).unwrap();
+    assert_eq!(json(&state)["step"], 2, "{state}");
+    ok(&[&train[..], &["--name", "one", "--chat-steps", "0"]].concat());
+    assert!(!Path::new(&r).join("one/chat").exists());
+}
+
+#[test]
+fn eval_judges_understanding_on_the_chat_model() {
+    let (_a, gen_model) = toy();
+    let chat_dir = tempfile::tempdir().unwrap();
+    emu_train::toy::write_toy_model(chat_dir.path(), 4).unwrap();
+    let chat = chat_dir.path().display().to_string();
+    let run = |model: &str, extra: &[&str]| {
+        let out = tempfile::tempdir().unwrap();
+        let o = out.path().display().to_string();
+        let mut args = vec!["--json", "eval", "vqa", "ppl", "--model", model, "--suite", "smoke"];
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&["-o", &o]);
+        json(&ok(&args))
+    };
+    let metric = |r: &serde_json::Value, bench: &str, m: &str| {
+        let b = r["benchmarks"].as_array().unwrap().iter().find(|b| b["name"] == bench).unwrap();
+        b["metrics"][m].as_f64().unwrap()
+    };
+    let pair = run(&gen_model, &["--chat", &chat]);
+    let alone_gen = run(&gen_model, &[]);
+    let alone_chat = run(&chat, &[]);
+    assert!(pair["model"].as_str().unwrap().contains("(understanding)"), "{}", pair["model"]);
+    // Answers come from the chat model, image codes' loss from the generator.
+    assert_eq!(pair["benchmarks"][0]["details"], alone_chat["benchmarks"][0]["details"]);
+    assert_eq!(metric(&pair, "ppl", "loss_text"), metric(&alone_chat, "ppl", "loss_text"));
+    assert_eq!(metric(&pair, "ppl", "loss_image"), metric(&alone_gen, "ppl", "loss_image"));
+    assert_ne!(metric(&alone_gen, "ppl", "loss_text"), metric(&alone_chat, "ppl", "loss_text"));
 }
 
 #[test]
@@ -235,6 +270,10 @@ fn bad_input_gives_clear_errors() {
     let e =
         fails(&["--device", "cuda:3", "generate", "--model", &model, "--prompt", "x", "-o", &w]);
     assert!(e.contains("cuda:3"), "{e}");
+    let e = fails(&["eval", "vqa", "--model", &model, "--chat", "/nonexistent/chat", "-o", &w]);
+    assert!(e.contains("/nonexistent/chat"), "{e}");
+    let e = fails(&["train", "--preset", "smoke", "--chat-steps=-1", "--runs", &w]);
+    assert!(e.contains("--chat-steps"), "{e}");
     let e = fails(&["parity", &model]);
     assert!(e.contains("fixture.json"), "{e}");
     let o = emu(&["generate", "--model", &model]);

@@ -1,6 +1,6 @@
 //! The whole method end to end into `runs/<name>/`:
-//! records -> VQ tokenizer -> BPE -> pre-tokenised shards -> language model -> evaluation ->
-//! `report.md`. Each stage leaves its result in the run folder and is skipped when that result is
+//! records -> VQ tokenizer -> BPE -> pre-tokenised shards -> language model (`model/`) -> its
+//! chat phase, if any (`chat/`) -> evaluation -> `report.md`. Each stage leaves its result in the run folder and is skipped when that result is
 //! already there, so an interrupted run continues where it stopped. Data preparation happens on
 //! the main rank; other ranks wait for its files, then all ranks train the LM together.
 
@@ -128,6 +128,8 @@ pub struct Timings {
     pub bpe_s: f64,
     pub tokenize_s: f64,
     pub lm_s: f64,
+    /// The chat phase (0 without one).
+    pub chat_s: f64,
     pub eval_s: f64,
 }
 
@@ -279,6 +281,34 @@ pub fn run(
     })?;
     b.finish_and_clear();
     t.lm_s = start.elapsed().as_secs_f64();
+
+    // Emu3-Chat beside Emu3-Gen: the chat phase starts from the model just trained and keeps its
+    // own folder (checkpoints, metrics), so `model/` stays the generator.
+    let chat_run = run.join("chat");
+    if let Some(phase) = &cfg.chat {
+        let start = Instant::now();
+        let chat_cfg = phase.train_config(&cfg.lm_train);
+        let b = bar(chat_cfg.steps as u64, "chat", show && dist.is_main());
+        let init = run.join("model");
+        train_lm(
+            &chat_run,
+            &model_cfg,
+            Some(&init),
+            &store,
+            &companions,
+            &chat_cfg,
+            dist,
+            &mut |p| {
+                if let Progress::Step { step, loss, tokens_per_s, .. } = p {
+                    b.set_position(step as u64 + 1);
+                    b.set_message(format!("loss {loss:.3} {tokens_per_s:.0} tok/s"));
+                }
+                Ok(())
+            },
+        )?;
+        b.finish_and_clear();
+        t.chat_s = start.elapsed().as_secs_f64();
+    }
     if !dist.is_main() {
         return Ok(None);
     }
@@ -288,8 +318,13 @@ pub fn run(
         None
     } else {
         let model = Emu3::load(&run.join("model"), None, Device::Cpu, Kind::Float)?;
+        let chat = match cfg.chat {
+            Some(_) => Some(Emu3::load(&chat_run.join("model"), None, Device::Cpu, Kind::Float)?),
+            None => None,
+        };
+        let models = bench::Models { generator: &model, chat: chat.as_ref().unwrap_or(&model) };
         let opts = BenchOptions { show_progress: show, ..cfg.eval.clone() };
-        Some(bench::run_suite(&model, &cfg.eval_suite, &opts, &bench::ALL, &run.join("eval"))?)
+        Some(bench::run_suite(models, &cfg.eval_suite, &opts, &bench::ALL, &run.join("eval"))?)
     };
     t.eval_s = start.elapsed().as_secs_f64();
     crate::summary::write(run, cfg, &t, report.as_ref())?;

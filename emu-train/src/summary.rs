@@ -22,12 +22,17 @@ pub fn write(run: &Path, cfg: &PipelineConfig, t: &Timings, report: Option<&Repo
     let recs = metrics::read(&run.join("metrics.jsonl")).unwrap_or_default();
     let plots = run.join("plots");
     std::fs::create_dir_all(&plots)?;
-    plot(
-        &plots.join("lm_loss.png"),
-        "language model: training loss",
-        "step",
-        &[("loss".into(), series(&recs, "lm", "/loss"))],
-    )?;
+    let mut losses = vec![("loss".to_string(), series(&recs, "lm", "/loss"))];
+    if cfg.chat.is_some() {
+        // The chat phase counts its own steps from 0; plot it after the first phase.
+        let first = cfg.lm_train.steps as f64;
+        let chat = metrics::read(&run.join("chat").join("metrics.jsonl")).unwrap_or_default();
+        let chat: Vec<(f64, f64)> =
+            series(&chat, "lm", "/loss").into_iter().map(|(s, l)| (s + first, l)).collect();
+        losses[0].0 = "model/".into();
+        losses.push(("chat/".into(), chat));
+    }
+    plot(&plots.join("lm_loss.png"), "language model: training loss", "step", &losses)?;
     plot(
         &plots.join("vq.png"),
         "vision tokenizer: reconstruction PSNR (dB)",
@@ -44,7 +49,7 @@ pub fn write(run: &Path, cfg: &PipelineConfig, t: &Timings, report: Option<&Repo
     if !eval.is_empty() {
         plot(&plots.join("geneval.png"), "quick GenEval during training", "step", &eval)?;
     }
-    let total = t.records_s + t.vq_s + t.bpe_s + t.tokenize_s + t.lm_s + t.eval_s;
+    let total = t.records_s + t.vq_s + t.bpe_s + t.tokenize_s + t.lm_s + t.chat_s + t.eval_s;
     let mut md = format!("# emu3-rs run: preset `{}`\n\n", cfg.preset);
     md.push_str(&format!(
         "Vision tokenizer: {} codes, {}× spatial / {}× temporal downsampling. Language model: hidden {}, {} layers, {}/{} heads, \
@@ -61,6 +66,14 @@ pub fn write(run: &Path, cfg: &PipelineConfig, t: &Timings, report: Option<&Repo
         cfg.lm_train.max_len,
         cfg.lm_train.stage
     ));
+    if let Some(c) = &cfg.chat {
+        md.push_str(&format!(
+            "Then a chat model: {} more steps ({:?}) from that model into `chat/`. As Emu3 pairs \
+             Emu3-Gen with Emu3-Chat, generation is judged on `model/` and understanding on \
+             `chat/`.\n\n",
+            c.steps, c.stage
+        ));
+    }
     md.push_str("## Wall time\n\n| stage | seconds |\n| --- | --- |\n");
     for (k, v) in [
         ("data", t.records_s),
@@ -68,9 +81,13 @@ pub fn write(run: &Path, cfg: &PipelineConfig, t: &Timings, report: Option<&Repo
         ("BPE", t.bpe_s),
         ("tokenize", t.tokenize_s),
         ("LM training", t.lm_s),
+        ("LM training (chat)", t.chat_s),
         ("evaluation", t.eval_s),
         ("total", total),
-    ] {
+    ]
+    .into_iter()
+    .filter(|(k, _)| cfg.chat.is_some() || !k.ends_with("(chat)"))
+    {
         md.push_str(&format!("| {k} | {v:.1} |\n"));
     }
     if let Some(r) = report {

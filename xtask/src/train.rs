@@ -114,6 +114,14 @@ pub fn smoke() -> Result<()> {
         serde_json::from_str(&text).with_context(|| format!("{} is not JSON", path.display()))?;
     check_report_schema(&v)
         .with_context(|| format!("{} does not follow the report schema", path.display()))?;
+    // The smoke preset trains Emu3's two models; understanding is judged on the chat one.
+    let chat = repo_root().join("runs/smoke/chat/model/model.safetensors");
+    ensure!(chat.exists(), "the smoke run wrote no chat model at {}", chat.display());
+    ensure!(
+        v["model"].as_str().is_some_and(|m| m.contains("chat")),
+        "the smoke report judged {} rather than the chat model",
+        v["model"]
+    );
     eprintln!(
         "train: smoke report follows the schema ({} benchmarks)",
         v["benchmarks"].as_array().map_or(0, |b| b.len())

@@ -127,10 +127,39 @@ pub fn save_grid(
 /// Which benchmarks to run.
 pub const ALL: [&str; 5] = ["geneval", "vqa", "video", "recon", "ppl"];
 
-/// Runs `benches` (default: all) on the model folder `model_dir`; writes report.json, report.md
-/// and the sample grids into `out`.
+/// The model or models a suite judges. Emu3 releases its generator and its chat model apart
+/// (Emu3-Gen and Emu3-Chat, fine-tuned from one pretrained model); a run trained that way is judged
+/// the same way: generation, video and the tokenizer on `generator`, understanding on `chat`.
+#[derive(Clone, Copy)]
+pub struct Models<'a> {
+    pub generator: &'a Emu3,
+    pub chat: &'a Emu3,
+}
+
+impl<'a> Models<'a> {
+    /// One model for every benchmark.
+    pub fn one(model: &'a Emu3) -> Self {
+        Models { generator: model, chat: model }
+    }
+
+    /// The folder(s) judged, as the report names them.
+    pub fn describe(&self) -> String {
+        if self.generator.dir == self.chat.dir {
+            self.generator.dir.display().to_string()
+        } else {
+            format!(
+                "{} (generation), {} (understanding)",
+                self.generator.dir.display(),
+                self.chat.dir.display()
+            )
+        }
+    }
+}
+
+/// Runs `benches` (default: all) on `models`; writes report.json, report.md and the sample grids
+/// into `out`.
 pub fn run_suite(
-    model: &Emu3,
+    models: Models<'_>,
     suite: &str,
     opts: &BenchOptions,
     benches: &[&str],
@@ -154,28 +183,28 @@ pub fn run_suite(
     let mut tick = |n: usize| bar.inc(n as u64);
     let mut report = Report {
         schema: report::SCHEMA,
-        model: model.dir.display().to_string(),
+        model: models.describe(),
         suite: suite.into(),
         ..Default::default()
     };
     for b in benches {
         bar.set_message(b.to_string());
         let r = match *b {
-            "geneval" => generation::run(model, opts, out, &mut tick)?,
-            "vqa" => understanding::run(model, opts, out, &mut tick)?,
-            "video" => video::run(model, opts, out, &mut tick)?,
+            "geneval" => generation::run(models.generator, opts, out, &mut tick)?,
+            "vqa" => understanding::run(models.chat, opts, out, &mut tick)?,
+            "video" => video::run(models.generator, opts, out, &mut tick)?,
             "recon" => {
-                let (h, w) = opts.grid(model)?;
-                let (ph, _) = model.pixels(h, w)?;
+                let (h, w) = opts.grid(models.generator)?;
+                let (ph, _) = models.generator.pixels(h, w)?;
                 recon::run(
-                    model.vq.as_ref().context("the model has no vision tokenizer")?,
+                    models.generator.vq.as_ref().context("the model has no vision tokenizer")?,
                     ph as u32,
                     opts.recon_images,
                     opts.prompts_per_category,
                     out,
                 )?
             }
-            "ppl" => ppl::run(model, opts)?,
+            "ppl" => ppl::run(models, opts)?,
             _ => unreachable!("checked above"),
         };
         report.benchmarks.push(r);

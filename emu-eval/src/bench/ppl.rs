@@ -1,12 +1,13 @@
 //! `ppl`: held-out loss per modality, in nats per token. Images: the visual codes of
 //! text-to-image samples; text: the answers of understanding samples; video: the codes of
-//! text-to-video samples. Held-out world scenes use seeds no training set uses.
+//! text-to-video samples. Held-out world scenes use seeds no training set uses. Codes are the
+//! generator's business and answers the chat model's, so each loss is taken on its own model.
 //!
 //! Shapes: L tokens per sample.
 
-use super::BenchOptions;
 use super::report::BenchResult;
 use super::video::{FPS, videos};
+use super::{BenchOptions, Models};
 use crate::world::{self, Scene};
 use anyhow::Result;
 use emu_model::pipeline::Emu3;
@@ -27,8 +28,9 @@ fn loss(model: &Emu3, samples: &[Sample], w: Weighting) -> Result<f64> {
     Ok(num / den.max(1e-9))
 }
 
-pub fn run(model: &Emu3, opts: &BenchOptions) -> Result<BenchResult> {
+pub fn run(models: Models<'_>, opts: &BenchOptions) -> Result<BenchResult> {
     let start = std::time::Instant::now();
+    let model = models.generator;
     let (h, w) = opts.grid(model)?;
     let (ph, _) = model.pixels(h, w)?;
     let fmt = model.format();
@@ -38,12 +40,18 @@ pub fn run(model: &Emu3, opts: &BenchOptions) -> Result<BenchResult> {
     let codes = model.encode_many(&images, h, w)?;
     let mut t2i = Vec::new();
     let mut blank = Vec::new();
-    let mut chat = Vec::new();
     for ((seed, s), c) in scenes.iter().zip(&codes) {
         t2i.push(fmt.t2i_sample(&world::caption(s, *seed), c, h, w)?);
         blank.push(fmt.t2i_sample("", c, h, w)?);
+    }
+    // The chat model sees the images through its own tokenizer (a run's two models share one).
+    let (ch, cw) = opts.grid(models.chat)?;
+    let chat_codes = models.chat.encode_many(&images, ch, cw)?;
+    let chat_fmt = models.chat.format();
+    let mut chat = Vec::new();
+    for ((seed, s), c) in scenes.iter().zip(&chat_codes) {
         for q in world::scene_questions(s, *seed).into_iter().take(2) {
-            chat.push(fmt.chat_sample(c, h, w, &q.question, &q.answer)?);
+            chat.push(chat_fmt.chat_sample(c, ch, cw, &q.question, &q.answer)?);
         }
     }
     let t = model.vq.as_ref().map_or(4, |v| v.config.temporal_downsample_factor) as u32;
@@ -60,7 +68,7 @@ pub fn run(model: &Emu3, opts: &BenchOptions) -> Result<BenchResult> {
     metrics.insert("loss_image".into(), loss_image);
     // What the caption is worth: the same codes after an empty caption (the CFG branch).
     metrics.insert("caption_gain".into(), loss(model, &blank, Weighting::VisionOnly)? - loss_image);
-    metrics.insert("loss_text".into(), loss(model, &chat, Weighting::TextOnly)?);
+    metrics.insert("loss_text".into(), loss(models.chat, &chat, Weighting::TextOnly)?);
     metrics.insert("loss_video".into(), loss(model, &t2v, Weighting::VisionOnly)?);
     Ok(BenchResult {
         name: "ppl".into(),
