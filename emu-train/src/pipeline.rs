@@ -1,8 +1,9 @@
 //! The whole method end to end into `runs/<name>/`:
 //! records -> VQ tokenizer -> BPE -> pre-tokenised shards -> language model (`model/`) -> its
-//! chat phase, if any (`chat/`) -> evaluation -> `report.md`. Each stage leaves its result in the run folder and is skipped when that result is
-//! already there, so an interrupted run continues where it stopped. Data preparation happens on
-//! the main rank; other ranks wait for its files, then all ranks train the LM together.
+//! chat phase, if any (`chat/`) -> evaluation -> `report.md`. Each stage leaves its result in the
+//! run folder and is skipped when that result is already there, so an interrupted run continues
+//! where it stopped. Data preparation happens on the main rank; other ranks wait for its files,
+//! then all ranks train the LM together.
 
 use crate::checkpoint::Companions;
 use crate::data::records::{self, Record};

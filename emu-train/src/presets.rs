@@ -113,7 +113,7 @@ impl PipelineConfig {
         // generation alone it follows them (0.24 after 700 steps). Understanding then trains on
         // from that generator with every task: 700 + 700 steps gave VQA 0.61, as 1400 steps of
         // the mixture from scratch did, and 0.54 from scratch in 700. Generation saturates
-        // sooner (0.26 after 1400 steps), so understanding gets the larger share.
+        // sooner (0.28 after 1400 steps), so understanding gets the larger share.
         //
         // Every question a scene supports is asked in one sample per image: understanding then
         // costs one copy of the image per image, not one per question.
@@ -248,6 +248,7 @@ impl PipelineConfig {
                     checkpoint_every: 500,
                     ..base.lm_train.clone()
                 },
+                // Split as the default is, in proportion (not measured at this size).
                 chat: Some(ChatPhase { steps: 4000, warmup: 200, ..ChatPhase::default() }),
                 eval_every: 1000,
                 ..base
