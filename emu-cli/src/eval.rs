@@ -83,7 +83,7 @@ pub fn run(g: &Global, a: &EvalArgs) -> Result<()> {
         a.benches.iter().map(String::as_str).collect()
     };
     let chat = a.chat.as_ref().map(|c| Emu3::load(c, None, g.device()?, g.kind()?)).transpose()?;
-    let models = bench::Models { generator: &model, chat: chat.as_ref().unwrap_or(&model) };
+    let models = bench::Models::new(&model, chat.as_ref());
     let report = bench::run_suite(models, &a.suite, &opts, &benches, &a.out)?;
     emit(g, &report, || {
         format!("{}\nwrote {}\n", report.markdown(), a.out.join("report.md").display())

@@ -109,6 +109,12 @@ fn bar(len: u64, what: &str, show: bool) -> ProgressBar {
     b
 }
 
+/// A language-model step on its progress bar.
+fn show_step(b: &ProgressBar, step: i64, loss: f64, tokens_per_s: f64) {
+    b.set_position(step as u64 + 1);
+    b.set_message(format!("loss {loss:.3} {tokens_per_s:.0} tok/s"));
+}
+
 /// Waits (on non-main ranks) until the main rank has prepared `path`.
 fn wait_for(path: &Path, timeout: Duration) -> Result<()> {
     let start = Instant::now();
@@ -261,8 +267,7 @@ pub fn run(
     train_lm(run, &model_cfg, init, &store, &companions, &lm_cfg, dist, &mut |p| {
         match p {
             Progress::Step { step, loss, tokens_per_s, .. } => {
-                b.set_position(step as u64 + 1);
-                b.set_message(format!("loss {loss:.3} {tokens_per_s:.0} tok/s"));
+                show_step(&b, step, loss, tokens_per_s)
             }
             Progress::Eval { step, .. } => {
                 // The loop checkpoints before it evaluates, so the folder holds this very model.
@@ -301,8 +306,7 @@ pub fn run(
             dist,
             &mut |p| {
                 if let Progress::Step { step, loss, tokens_per_s, .. } = p {
-                    b.set_position(step as u64 + 1);
-                    b.set_message(format!("loss {loss:.3} {tokens_per_s:.0} tok/s"));
+                    show_step(&b, step, loss, tokens_per_s);
                 }
                 Ok(())
             },
@@ -323,7 +327,7 @@ pub fn run(
             Some(_) => Some(Emu3::load(&chat_run.join("model"), None, Device::Cpu, Kind::Float)?),
             None => None,
         };
-        let models = bench::Models { generator: &model, chat: chat.as_ref().unwrap_or(&model) };
+        let models = bench::Models::new(&model, chat.as_ref());
         let opts = BenchOptions { show_progress: show, ..cfg.eval.clone() };
         Some(bench::run_suite(models, &cfg.eval_suite, &opts, &bench::ALL, &run.join("eval"))?)
     };

@@ -137,9 +137,9 @@ pub struct Models<'a> {
 }
 
 impl<'a> Models<'a> {
-    /// One model for every benchmark.
-    pub fn one(model: &'a Emu3) -> Self {
-        Models { generator: model, chat: model }
+    /// The generator, and the chat model if there is one apart from it.
+    pub fn new(generator: &'a Emu3, chat: Option<&'a Emu3>) -> Self {
+        Models { generator, chat: chat.unwrap_or(generator) }
     }
 
     /// The folder(s) judged, as the report names them.

@@ -46,7 +46,11 @@ pub fn run(models: Models<'_>, opts: &BenchOptions) -> Result<BenchResult> {
     }
     // The chat model sees the images through its own tokenizer (a run's two models share one).
     let (ch, cw) = opts.grid(models.chat)?;
-    let chat_codes = models.chat.encode_many(&images, ch, cw)?;
+    let chat_codes = if std::ptr::eq(models.chat, model) {
+        codes.clone()
+    } else {
+        models.chat.encode_many(&images, ch, cw)?
+    };
     let chat_fmt = models.chat.format();
     let mut chat = Vec::new();
     for ((seed, s), c) in scenes.iter().zip(&chat_codes) {
