@@ -230,6 +230,8 @@ pub fn train_lm(
     );
     ensure!(loader.num_samples() > 0, "no samples for stage {:?} in the token store", cfg.stage);
     let mut metrics = Metrics::open(run, dist.is_main())?;
+    metrics.log(serde_json::json!({"phase": "pack", "samples": loader.num_samples(),
+        "sequences": loader.epoch_len(), "fill": loader.fill, "too_long": loader.too_long}))?;
     let rows = rank_rows(cfg.batch_size, dist.rank(), dist.world());
     let train_config = serde_json::to_value(cfg)?;
 
