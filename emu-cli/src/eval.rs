@@ -39,6 +39,9 @@ pub struct EvalArgs {
     /// Top-k for image and video tokens.
     #[arg(long)]
     pub top_k_image: Option<i64>,
+    /// Nucleus threshold in (0, 1] for generation; with greedy text answers it acts on images.
+    #[arg(long)]
+    pub top_p: Option<f64>,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
 }
@@ -58,6 +61,9 @@ pub fn run(g: &Global, a: &EvalArgs) -> Result<()> {
     }
     if let Some(k) = a.top_k_image {
         opts.generation.sampling.top_k_image = Some(k);
+    }
+    if let Some(p) = a.top_p {
+        opts.generation.sampling.top_p = Some(p);
     }
     opts.generation.sampling.validate()?;
     let model = Emu3::load(&a.model, None, g.device()?, g.kind()?)?;

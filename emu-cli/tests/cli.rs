@@ -272,6 +272,8 @@ fn bad_input_gives_clear_errors() {
     assert!(e.contains("cuda:3"), "{e}");
     let e = fails(&["eval", "vqa", "--model", &model, "--chat", "/nonexistent/chat", "-o", &w]);
     assert!(e.contains("/nonexistent/chat"), "{e}");
+    let e = fails(&["eval", "geneval", "--model", &model, "--top-p", "1.5", "-o", &w]);
+    assert!(e.contains("top_p must be in (0, 1]") && e.contains("1.5"), "{e}");
     let e = fails(&["train", "--preset", "smoke", "--chat-steps=-1", "--runs", &w]);
     assert!(e.contains("--chat-steps"), "{e}");
     let e = fails(&["parity", &model]);
