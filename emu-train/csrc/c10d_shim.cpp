@@ -105,6 +105,18 @@ void emu_free_str(char* s) { std::free(s); }
 // CUDA autocast in bf16 rather than its fp16 default (tch only toggles autocast on and off).
 void emu_autocast_bf16() { at::autocast::set_autocast_dtype(at::kCUDA, at::kBFloat16); }
 
+// libtorch's CPU autocast, which tch does not reach. Leaving it clears the cache of bf16 weight
+// copies, because the optimizer changes the weights before the next forward.
+void emu_cpu_autocast(int enabled) {
+  if (enabled) {
+    at::autocast::set_autocast_dtype(at::kCPU, at::kBFloat16);
+    at::autocast::set_autocast_enabled(at::kCPU, true);
+  } else {
+    at::autocast::set_autocast_enabled(at::kCPU, false);
+    at::autocast::clear_cache();
+  }
+}
+
 int emu_nccl_available() {
 #ifdef EMU_WITH_NCCL
   return 1;

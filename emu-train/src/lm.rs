@@ -83,7 +83,7 @@ pub struct LmTrainConfig {
     pub zero1: bool,
     /// "cpu" or "cuda[:N]".
     pub device: String,
-    /// bf16 autocast (CUDA only; CPU trains in f32).
+    /// bf16 autocast (matrix products in bf16, weights and optimizer in f32), on CUDA or CPU.
     pub bf16: bool,
     /// Peak dense TFLOP/s of one device, to report model FLOPs utilisation (0: do not report;
     /// an H100/H200 does 989 in bf16).
@@ -174,8 +174,8 @@ pub fn train_lm(
         dist.world()
     );
     let device = parse_device(&cfg.device)?;
-    let autocast = cfg.bf16 && device.is_cuda();
-    if autocast {
+    let autocast = cfg.bf16;
+    if autocast && device.is_cuda() {
         crate::dist::c10d::use_bf16_autocast();
     }
 
@@ -250,7 +250,7 @@ pub fn train_lm(
             let (ids, labels, weights) = to_batch(micro);
             let (ids, labels, weights) =
                 (ids.to_device(device), labels.to_device(device), weights.to_device(device));
-            let out = tch::autocast(autocast, || {
+            let out = crate::dist::c10d::bf16_autocast(device, autocast, || {
                 lm.forward_train(&ids, &labels, Some(&weights), doc_start, true, false)
             });
             let share = out.loss * (out.weight_sum / total_weight.max(1e-12));

@@ -16,6 +16,7 @@ unsafe extern "C" {
     fn emu_free_str(s: *mut c_char);
     fn emu_nccl_available() -> c_int;
     fn emu_autocast_bf16();
+    fn emu_cpu_autocast(enabled: c_int);
     fn emu_pg_new(
         addr: *const c_char,
         port: c_int,
@@ -88,6 +89,23 @@ pub enum ReduceOp {
 pub fn use_bf16_autocast() {
     // SAFETY: sets a global in libtorch; no arguments.
     unsafe { emu_autocast_bf16() }
+}
+
+/// Runs `f` under bf16 autocast on `device` when `enabled`: tch's on CUDA, libtorch's own on CPU
+/// (matrix products in bf16, reductions and the loss in f32).
+pub fn bf16_autocast<T>(device: tch::Device, enabled: bool, f: impl FnOnce() -> T) -> T {
+    if !enabled {
+        return f();
+    }
+    if device.is_cuda() {
+        return tch::autocast(true, f);
+    }
+    // SAFETY: toggles a thread-local libtorch flag; no pointers cross.
+    unsafe { emu_cpu_autocast(1) };
+    let out = f();
+    // SAFETY: as above.
+    unsafe { emu_cpu_autocast(0) };
+    out
 }
 
 pub fn available_backends() -> Vec<String> {
