@@ -6,6 +6,7 @@ mod common;
 use common::{companions, config, model_cfg, store};
 use emu_model::{Emu3Config, Emu3ForCausalLM};
 use emu_train::checkpoint;
+use emu_train::data::shards::TokenStore;
 use emu_train::dist::Dist;
 use emu_train::lm::{LmTrainConfig, Progress, train_lm};
 use emu_train::optim::AdamWConfig;
@@ -27,6 +28,24 @@ fn params(lm: &Emu3ForCausalLM) -> Vec<(String, Tensor)> {
     v
 }
 
+/// Trains a fresh model on `st` and returns each step's loss with the model.
+fn train_recording_losses(
+    run: &std::path::Path,
+    st: &TokenStore,
+    cfg: &LmTrainConfig,
+) -> (Vec<f64>, Emu3ForCausalLM) {
+    let mut losses = Vec::new();
+    let lm =
+        train_lm(run, &model_cfg(), None, st, &companions(run), cfg, &Dist::single(), &mut |p| {
+            if let Progress::Step { loss, .. } = p {
+                losses.push(loss);
+            }
+            Ok(())
+        })
+        .unwrap();
+    (losses, lm)
+}
+
 #[test]
 fn the_tiny_model_overfits_one_batch() {
     let _serial = serial();
@@ -40,23 +59,7 @@ fn the_tiny_model_overfits_one_batch() {
         optim: AdamWConfig { lr: 1e-2, weight_decay: 0.0, ..Default::default() },
         ..config(80)
     };
-    let mut losses = Vec::new();
-    train_lm(
-        dir.path(),
-        &model_cfg(),
-        None,
-        &st,
-        &companions(dir.path()),
-        &cfg,
-        &Dist::single(),
-        &mut |p| {
-            if let Progress::Step { loss, .. } = p {
-                losses.push(loss);
-            }
-            Ok(())
-        },
-    )
-    .unwrap();
+    let (losses, _) = train_recording_losses(dir.path(), &st, &cfg);
     assert!(losses[0] > 3.5, "starts near ln(64): {}", losses[0]);
     assert!(
         *losses.last().unwrap() < 0.3,
@@ -186,25 +189,7 @@ fn bf16_autocast_on_cpu_trains_like_f32_and_does_not_leak() {
     let _serial = serial();
     let run = |bf16: bool| {
         let dir = tempfile::tempdir().unwrap();
-        let cfg = LmTrainConfig { steps: 30, bf16, ..config(30) };
-        let mut losses = Vec::new();
-        let lm = train_lm(
-            dir.path(),
-            &model_cfg(),
-            None,
-            &store(4, 1),
-            &companions(dir.path()),
-            &cfg,
-            &Dist::single(),
-            &mut |p| {
-                if let Progress::Step { loss, .. } = p {
-                    losses.push(loss);
-                }
-                Ok(())
-            },
-        )
-        .unwrap();
-        (losses, lm)
+        train_recording_losses(dir.path(), &store(4, 1), &LmTrainConfig { bf16, ..config(30) })
     };
     let (f32_losses, _) = run(false);
     let (bf16_losses, lm) = run(true);

@@ -141,8 +141,7 @@ impl Loader {
     ) -> Self {
         let samples: Vec<(Sample, Weighting)> =
             samples.iter().filter_map(|(s, t)| weighting(*t).map(|w| (s.clone(), w))).collect();
-        let mut l =
-            Loader {
+        let mut l = Loader {
             samples,
             max_len,
             pad,
