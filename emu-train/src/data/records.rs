@@ -210,22 +210,27 @@ pub fn video_folder_records(
     Ok((out, skipped))
 }
 
-/// Every text the tokenizer must know well (captions, questions, answers), for BPE training.
+/// Every text the tokenizer must know well, for BPE training: captions, and the chat samples'
+/// text as often as the samples hold it, so that the template costs a few tokens rather than
+/// one per character.
 pub fn corpus(records: &[Record]) -> Vec<String> {
+    use emu_tokenizer::sequence::{CHAT_PREFIX, CHAT_SUFFIX};
     let mut out = Vec::new();
     for r in records {
         match r {
             Record::Image { caption, qa, .. } => {
                 out.push(caption.clone());
+                out.push(CHAT_PREFIX.to_string());
                 for (q, a) in qa {
-                    out.push(format!("{q}{}", emu_tokenizer::sequence::CHAT_SUFFIX));
+                    // A first turn follows the image, a later one an answer.
+                    out.push(format!("{q}{CHAT_SUFFIX}"));
+                    out.push(format!(" USER: {q}{CHAT_SUFFIX}"));
                     out.push(format!(" {a}"));
                 }
             }
             Record::Video { caption, .. } => out.push(caption.clone()),
         }
     }
-    out.push(emu_tokenizer::sequence::CHAT_PREFIX.to_string());
     out
 }
 
@@ -254,5 +259,20 @@ mod tests {
         // distinct objects, so they are the rarest).
         assert_eq!(kinds.len(), 4, "{kinds:?}");
         assert!(kinds.values().all(|&n| n >= 60), "{kinds:?}");
+    }
+
+    #[test]
+    fn the_bpe_learns_the_chat_template_it_will_see() {
+        use emu_tokenizer::sequence::CHAT_PREFIX;
+        let cfg = WorldData { images: 200, videos: 0, ..WorldData::default() };
+        let bpe =
+            emu_tokenizer::text::TextTokenizer::train_bpe(&corpus(&world_records(&cfg)), 512, &[])
+                .unwrap();
+        // One token per word and punctuation mark. Said once in the corpus, the template's 35
+        // characters stayed 27 tokens.
+        let prefix = bpe.encode(CHAT_PREFIX).unwrap();
+        assert!(prefix.len() <= 9, "{CHAT_PREFIX:?} costs {} tokens", prefix.len());
+        let turn = bpe.encode(" USER: what color is the circle. ASSISTANT:").unwrap();
+        assert!(turn.len() <= 10, "a later turn costs {} tokens", turn.len());
     }
 }
