@@ -3,9 +3,9 @@
 //!
 //! Samples are packed whole, never split, so an image block always stays in one sequence (as the
 //! paper packs), and best-fit, so little of a sequence is padding; a sample longer than the
-//! context is skipped and counted. Each epoch shuffles the
-//! samples with a seed derived from (seed, epoch) and packs them again; the cursor (epoch,
-//! position) says where training stands, so a resumed run sees exactly the same batches.
+//! context is skipped and counted. Each epoch shuffles the samples with a seed derived from
+//! (seed, epoch) and packs them again; the cursor (epoch, position) says where training stands,
+//! so a resumed run sees exactly the same batches.
 //!
 //! Shapes: B sequences, L = max_len tokens.
 

@@ -269,7 +269,7 @@ mod tests {
             emu_tokenizer::text::TextTokenizer::train_bpe(&corpus(&world_records(&cfg)), 512, &[])
                 .unwrap();
         // One token per word and punctuation mark. Said once in the corpus, the template's 35
-        // characters stayed 27 tokens.
+        // characters stayed 23 to 27 tokens.
         let prefix = bpe.encode(CHAT_PREFIX).unwrap();
         assert!(prefix.len() <= 9, "{CHAT_PREFIX:?} costs {} tokens", prefix.len());
         let turn = bpe.encode(" USER: what color is the circle. ASSISTANT:").unwrap();
