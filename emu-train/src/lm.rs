@@ -174,10 +174,6 @@ pub fn train_lm(
         dist.world()
     );
     let device = parse_device(&cfg.device)?;
-    let autocast = cfg.bf16;
-    if autocast && device.is_cuda() {
-        crate::dist::c10d::use_bf16_autocast();
-    }
 
     // 1. The model: resumed, initialised from another model, or fresh (seeded, so every rank
     //    agrees before the broadcast anyway).
@@ -250,7 +246,7 @@ pub fn train_lm(
             let (ids, labels, weights) = to_batch(micro);
             let (ids, labels, weights) =
                 (ids.to_device(device), labels.to_device(device), weights.to_device(device));
-            let out = crate::dist::c10d::bf16_autocast(device, autocast, || {
+            let out = crate::dist::c10d::bf16_autocast(device, cfg.bf16, || {
                 lm.forward_train(&ids, &labels, Some(&weights), doc_start, true, false)
             });
             let share = out.loss * (out.weight_sum / total_weight.max(1e-12));

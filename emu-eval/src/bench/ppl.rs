@@ -46,14 +46,16 @@ pub fn run(models: Models<'_>, opts: &BenchOptions) -> Result<BenchResult> {
     }
     // The chat model sees the images through its own tokenizer (a run's two models share one).
     let (ch, cw) = opts.grid(models.chat)?;
+    let own_codes;
     let chat_codes = if std::ptr::eq(models.chat, model) {
-        codes.clone()
+        &codes
     } else {
-        models.chat.encode_many(&images, ch, cw)?
+        own_codes = models.chat.encode_many(&images, ch, cw)?;
+        &own_codes
     };
     let chat_fmt = models.chat.format();
     let mut chat = Vec::new();
-    for ((seed, s), c) in scenes.iter().zip(&chat_codes) {
+    for ((seed, s), c) in scenes.iter().zip(chat_codes) {
         for q in world::scene_questions(s, *seed).into_iter().take(2) {
             chat.push(chat_fmt.chat_sample(c, ch, cw, &q.question, &q.answer)?);
         }

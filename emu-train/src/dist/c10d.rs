@@ -85,12 +85,6 @@ pub enum ReduceOp {
     Avg,
 }
 
-/// Makes CUDA autocast use bf16 (tch's `autocast` otherwise runs fp16).
-pub fn use_bf16_autocast() {
-    // SAFETY: sets a global in libtorch; no arguments.
-    unsafe { emu_autocast_bf16() }
-}
-
 /// Runs `f` under bf16 autocast on `device` when `enabled`: tch's on CUDA, libtorch's own on CPU
 /// (matrix products in bf16, reductions and the loss in f32).
 pub fn bf16_autocast<T>(device: tch::Device, enabled: bool, f: impl FnOnce() -> T) -> T {
@@ -98,6 +92,8 @@ pub fn bf16_autocast<T>(device: tch::Device, enabled: bool, f: impl FnOnce() -> 
         return f();
     }
     if device.is_cuda() {
+        // SAFETY: sets a libtorch global; no arguments. tch's autocast would otherwise run fp16.
+        unsafe { emu_autocast_bf16() };
         return tch::autocast(true, f);
     }
     // SAFETY: toggles a thread-local libtorch flag; no pointers cross.
