@@ -44,6 +44,15 @@ impl CausalConv3d {
         });
     }
 
+    /// Zeroes every temporal tap but the newest, leaving that one as it is: output frame t then
+    /// depends on input frame t alone.
+    pub fn zero_older_taps(&self) {
+        let kt = self.conv.weight.size()[2];
+        tch::no_grad(|| {
+            let _ = self.conv.weight.narrow(2, 0, kt - 1).zero_();
+        });
+    }
+
     fn init_zero(&self) {
         tch::no_grad(|| {
             let _ = self.conv.weight.shallow_clone().zero_();

@@ -79,7 +79,15 @@ impl VqModel {
     /// at this init (as training holds them on image batches), a detector reads 52% of shapes
     /// back after 600 steps on that world, against 39% without the shift and 54% with the
     /// swishes removed altogether.
+    ///
+    /// `quant_conv` and `post_quant_conv` are temporal too (3 taps). An image is one latent frame
+    /// behind two frames of causal zero padding, so it meets only their newest tap, and image
+    /// training never moves the older two: left random, they mixed each later latent frame of a
+    /// video with random projections of the one before, and a still clip's second latent frame
+    /// came out as codes unlike its first (none equal in an 8-frame clip). They start at zero.
     pub fn init_temporal_identity(&self) {
+        self.quant_conv.zero_older_taps();
+        self.post_quant_conv.zero_older_taps();
         let shift = |i: usize| if i == 0 { TEMPORAL_INIT_SHIFT } else { 0.0 };
         for (i, t) in self.encoder.time_conv.iter().enumerate() {
             t.init_identity(shift(i));
@@ -372,5 +380,38 @@ mod tests {
             );
             assert!(close(&hq.select(1, t), &want), "conditioning frame {t} differs");
         }
+    }
+
+    #[test]
+    fn after_the_identity_init_each_latent_frame_of_a_video_encodes_its_own_newest_frame() {
+        tch::manual_seed(0);
+        let vq = VqModel::new(VqConfig::small(), Device::Cpu, Kind::Float).unwrap();
+        let clip = Tensor::rand([1, 8, 3, 16, 16], (Kind::Float, Device::Cpu)) * 2.0 - 1.0;
+        let still = clip.narrow(1, 0, 1).expand([1, 8, 3, 16, 16], false).contiguous();
+        let latents = |v: &Tensor| {
+            let z = vq.video_latents(v).unwrap();
+            VqModel::time_conv(&vq.quant_conv, &z)
+        };
+        let mixed = latents(&still);
+        assert!(
+            !close(&mixed.select(1, 0), &mixed.select(1, 1)),
+            "random older taps should make a still clip's latent frames differ"
+        );
+        vq.init_temporal_identity();
+        let z = latents(&still);
+        assert!(close(&z.select(1, 0), &z.select(1, 1)), "a still clip's latent frames differ");
+        // Latent frame 1 of a moving clip is its frame 7 encoded as an image.
+        let moving = latents(&clip).select(1, 1);
+        let image = VqModel::time_conv(&vq.quant_conv, &vq.image_latents(&clip.select(1, 7)));
+        let diff = (&moving - image.select(1, 0)).abs().max().double_value(&[]);
+        assert!(diff < 1e-4, "latent frame 1 is not frame 7's: they differ by up to {diff}");
+        // And the decoder turns a code grid into the same frames wherever it stands in the clip.
+        let codes = vq.encode_video(&clip).unwrap();
+        let swapped = Tensor::stack(&[codes.select(1, 1), codes.select(1, 0)], 1);
+        let (a, b) = (vq.decode_video(&codes), vq.decode_video(&swapped));
+        assert!(
+            a.narrow(1, 4, 4).allclose(&b.narrow(1, 0, 4), 1e-4, 1e-4, false),
+            "latent frame 1 decodes differently in second place"
+        );
     }
 }
