@@ -201,6 +201,7 @@ pub fn run_suite(
                     ph as u32,
                     opts.recon_images,
                     opts.prompts_per_category,
+                    opts.video_prompts,
                     out,
                 )?
             }

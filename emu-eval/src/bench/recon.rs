@@ -1,13 +1,14 @@
 //! `recon`: the vision tokenizer alone. PSNR and SSIM of encode->decode on world images and on
-//! the repository's sample photographs, and codebook usage (perplexity, dead codes) over the world
-//! images.
+//! the repository's sample photographs, codebook usage (perplexity, dead codes) over the world
+//! images, and the generation benchmarks' checks on reconstructions (their ceilings).
 //!
-//! Shapes: B images, H/W pixels, h/w code grid, K codebook size.
+//! Shapes: B images, T frames, H/W pixels, h/w code grid, K codebook size.
 
 use super::report::BenchResult;
 use super::save_grid;
 use crate::world::{
-    Cell, GenEvalPrompt, GenEvalReport, Scene, benchmark_prompts, detect, render, score_images,
+    Cell, GenEvalPrompt, GenEvalReport, Scene, VideoScene, benchmark_prompts, detect, detect_video,
+    render, render_video, score_images,
 };
 use anyhow::Result;
 use emu_tokenizer::image::{psnr, to_image, to_tensor};
@@ -115,12 +116,52 @@ fn geneval_through(
     score_images(prompts, &pass(&scenes))
 }
 
-/// `prompts_per_category` sets the GenEval prompts of `geneval_ceiling` (0: skip it).
+/// The `video` benchmark's judgements on the tokenizer's reconstructions of its own motion
+/// videos (`n` of them, the latent frames `video` generates): the share whose moving object the
+/// tracker still sees moving its way, the share whose last frame keeps every object in place,
+/// and the mean PSNR over all frames. The first two bound what video generation and
+/// continuation can score through this tokenizer.
+pub fn video_ceiling(vq: &VqModel, size: u32, n: usize) -> Result<(f64, f64, f64)> {
+    let t = vq.config.temporal_downsample_factor;
+    video_through(size, n, (super::video::LATENT_FRAMES * t) as u32, |truth| {
+        let x = Tensor::stack(&truth.iter().map(to_tensor).collect::<Vec<_>>(), 0)
+            .unsqueeze(0)
+            .to_device(vq.device());
+        let px = vq.decode_video(&vq.encode_video(&x)?).to_device(Device::Cpu).get(0);
+        Ok((0..px.size()[0]).map(|i| to_image(&px.get(i))).collect())
+    })
+}
+
+/// `video`'s checks and the PSNR on `pass(clip)` for `n` of its motion clips of `frames` frames.
+fn video_through(
+    size: u32,
+    n: usize,
+    frames: u32,
+    mut pass: impl FnMut(&[RgbImage]) -> Result<Vec<RgbImage>>,
+) -> Result<(f64, f64, f64)> {
+    let clips: Vec<VideoScene> =
+        super::video::videos(0..10_000, frames, true).into_iter().take(n).map(|(_, v)| v).collect();
+    let (mut motion, mut last, mut psnrs) = (0usize, 0usize, Vec::new());
+    for v in &clips {
+        let truth = render_video(v, size);
+        let recon = pass(&truth)?;
+        motion += usize::from(super::video::motion_holds(v, &detect_video(&recon)));
+        last += usize::from(super::video::last_frame_holds(v, recon.last().expect("frames")));
+        psnrs.extend(truth.iter().zip(&recon).map(|(a, b)| psnr(a, b).min(100.0)));
+    }
+    let n = clips.len().max(1) as f64;
+    let mean_psnr = psnrs.iter().sum::<f64>() / psnrs.len().max(1) as f64;
+    Ok((motion as f64 / n, last as f64 / n, mean_psnr))
+}
+
+/// `prompts_per_category` sets the GenEval prompts of `geneval_ceiling` (0: skip it), and
+/// `n_videos` the clips of [`video_ceiling`] (0: skip it).
 pub fn run(
     vq: &VqModel,
     size: u32,
     n_images: usize,
     prompts_per_category: usize,
+    n_videos: usize,
     out: &Path,
 ) -> Result<BenchResult> {
     let start = std::time::Instant::now();
@@ -147,6 +188,12 @@ pub fn run(
         .then(|| geneval_ceiling(vq, size, &benchmark_prompts(prompts_per_category, 0)));
     if let Some(c) = &ceiling {
         metrics.insert("geneval_ceiling".into(), f64::from(c.overall));
+    }
+    if n_videos > 0 {
+        let (motion, last, video_psnr) = video_ceiling(vq, size, n_videos)?;
+        metrics.insert("video_motion_ceiling".into(), motion);
+        metrics.insert("video_last_frame_ceiling".into(), last);
+        metrics.insert("video_psnr_db".into(), video_psnr);
     }
     metrics.insert("codebook_perplexity".into(), usage.perplexity);
     metrics.insert("codebook_used".into(), (k - usage.dead_codes) as f64 / k as f64);
@@ -183,7 +230,9 @@ pub fn run(
              ignoring shape (`detect_colour_cell`), and the share of right shapes among objects found in place; \
              `geneval_ceiling`: GenEval's overall score on the reconstructions of one scene that satisfies each of \
              geneval's prompts ({prompts_per_category} per category), the most generation through this tokenizer can \
-             reach.",
+             reach; on {n_videos} of `video`'s motion clips, encoded and decoded whole: `video_psnr_db` over every \
+             frame, and the share that `video`'s checks still pass, the most it can reach (`video_motion_ceiling` for \
+             text-to-video, `video_last_frame_ceiling` for continuation).",
             photo_psnr.len()
         ),
         metrics,
@@ -229,6 +278,30 @@ mod tests {
         let single = circles.per_category[&crate::world::Category::SingleObject].score;
         assert_eq!(single, 0.2, "only \"a circle\" passes");
         assert_eq!(circles.per_category[&crate::world::Category::TwoObject].score, 0.0);
+    }
+
+    #[test]
+    fn the_video_checks_pass_through_a_lossless_pass_and_a_frame_holding_one_only() {
+        // At 32 pixels the tracker misreads one of these twelve true clips.
+        let ok = video_through(32, 12, 8, |f| Ok(f.to_vec())).unwrap();
+        assert_eq!(ok, (11.0 / 12.0, 1.0, 100.0));
+        let blank = video_through(32, 12, 8, |f| {
+            Ok(vec![RgbImage::from_pixel(32, 32, image::Rgb([128, 128, 128])); f.len()])
+        })
+        .unwrap();
+        assert_eq!((blank.0, blank.1), (0.0, 0.0));
+        // What a 4x temporal tokenizer at its identity init can at best give back: each group of
+        // four frames shows its newest. The last frame is exact; the motion seen is only that
+        // between the two groups' newest frames, which the tracker still reads in most clips.
+        let held = video_through(32, 12, 8, |f| {
+            Ok((0..f.len()).map(|i| f[i / 4 * 4 + 3].clone()).collect())
+        })
+        .unwrap();
+        assert_eq!(held.1, 1.0);
+        assert!(held.0 >= 0.5 && held.0 < ok.0 && held.2 < 100.0, "{held:?}");
+        // The first frame repeated: nothing moves, and the last frame is wrong.
+        let frozen = video_through(32, 12, 8, |f| Ok(vec![f[0].clone(); f.len()])).unwrap();
+        assert_eq!(frozen.0, 0.0);
     }
 
     #[test]

@@ -10,10 +10,11 @@
 
 use super::report::BenchResult;
 use super::{BenchOptions, save_grid};
-use crate::world::{self, Event, VideoScene, detect, detect_video};
+use crate::world::{self, Event, TrackedObject, VideoScene, detect, detect_video};
 use anyhow::Result;
 use emu_model::generate::Structure;
 use emu_model::pipeline::Emu3;
+use image::RgbImage;
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -72,15 +73,7 @@ pub fn run(
         let generated = model.text_to_grid(&texts, "", structure, FPS, &cfg, &mut |_, _, _| {})?;
         for ((_, v), g) in chunk.iter().zip(generated) {
             let tracks = detect_video(&g.frames);
-            let mover = v.objects.iter().find_map(|o| match o.event {
-                Some(Event::Moves { direction, .. }) => {
-                    Some((o.object.shape, o.object.color, direction))
-                }
-                _ => None,
-            });
-            let ok = mover.is_some_and(|(s, c, d)| {
-                tracks.iter().any(|t| t.shape == s && t.color == c && t.motion == Some(d))
-            });
+            let ok = motion_holds(v, &tracks);
             motion_ok += usize::from(ok);
             let views: Vec<world::ObjectView> =
                 tracks.iter().map(world::ObjectView::from).collect();
@@ -117,14 +110,7 @@ pub fn run(
             FPS,
             &opts.generation,
         )?;
-        let last = frames - 1;
-        let found = detect(g.frames.last().expect("frames"));
-        let ok = v.frame_objects(last).iter().all(|o| {
-            found.iter().any(|d| {
-                d.shape == o.shape && d.color == o.color && dist(d.center, o.center) <= TOLERANCE
-            })
-        });
-        cont_ok += usize::from(ok);
+        cont_ok += usize::from(last_frame_holds(v, g.frames.last().expect("frames")));
         tick(1);
     }
     let mut metrics = BTreeMap::new();
@@ -146,6 +132,28 @@ pub fn run(
         details: serde_json::json!({"prompts": captions}),
         samples: vec![save_grid(out, "video_t2v.png", &gallery, (frames as usize).div_ceil(2))?],
         seconds: start.elapsed().as_secs_f64(),
+    })
+}
+
+/// Whether `tracks` hold `v`'s moving object (shape and colour) moving its way.
+pub fn motion_holds(v: &VideoScene, tracks: &[TrackedObject]) -> bool {
+    let mover = v.objects.iter().find_map(|o| match o.event {
+        Some(Event::Moves { direction, .. }) => Some((o.object.shape, o.object.color, direction)),
+        _ => None,
+    });
+    mover.is_some_and(|(s, c, d)| {
+        tracks.iter().any(|t| t.shape == s && t.color == c && t.motion == Some(d))
+    })
+}
+
+/// Whether every object of `v`'s last frame is detected in `frame` within [`TOLERANCE`] of its
+/// true place.
+pub fn last_frame_holds(v: &VideoScene, frame: &RgbImage) -> bool {
+    let found = detect(frame);
+    v.frame_objects(v.frames - 1).iter().all(|o| {
+        found.iter().any(|d| {
+            d.shape == o.shape && d.color == o.color && dist(d.center, o.center) <= TOLERANCE
+        })
     })
 }
 
