@@ -276,6 +276,17 @@ fn bad_input_gives_clear_errors() {
     assert!(e.contains("top_p must be in (0, 1]") && e.contains("1.5"), "{e}");
     let e = fails(&["train", "--preset", "smoke", "--chat-steps=-1", "--runs", &w]);
     assert!(e.contains("--chat-steps"), "{e}");
+    // A misspelt field is an error naming it, never a silently ignored setting.
+    let cfg = work.path().join("typo.json");
+    for (text, field) in [
+        (r#"{"lm_train": {"stpes": 5}}"#, "stpes"),
+        (r#"{"sources": [{"kind": "world", "imagse": 5}]}"#, "imagse"),
+        (r#"{"chat": {"steps": 5, "taks": ["understanding"]}}"#, "taks"),
+    ] {
+        std::fs::write(&cfg, text).unwrap();
+        let e = fails(&["train", "--config", &cfg.display().to_string(), "--runs", &w]);
+        assert!(e.contains(&format!("unknown field `{field}`")) && e.contains("typo.json"), "{e}");
+    }
     let e = fails(&["parity", &model]);
     assert!(e.contains("fixture.json"), "{e}");
     let o = emu(&["generate", "--model", &model]);

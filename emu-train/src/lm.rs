@@ -58,7 +58,7 @@ impl Stage {
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct LmTrainConfig {
     pub stage: Stage,
     pub steps: i64,
@@ -72,6 +72,8 @@ pub struct LmTrainConfig {
     pub min_lr: f64,
     pub grad_clip: f64,
     pub vision_weight: f32,
+    /// Train only on samples of these tasks (empty: every task the stage weights).
+    pub tasks: Vec<Task>,
     /// Packed samples attend only within themselves and count positions from 0, as each runs
     /// alone at inference (false: a packed row is one causal stream).
     pub doc_mask: bool,
@@ -103,6 +105,7 @@ impl Default for LmTrainConfig {
             min_lr: 1e-4,
             grad_clip: 1.0,
             vision_weight: 0.5,
+            tasks: Vec::new(),
             doc_mask: true,
             seed: 0,
             log_every: 10,
@@ -113,6 +116,16 @@ impl Default for LmTrainConfig {
             bf16: false,
             peak_tflops: 0.0,
         }
+    }
+}
+
+impl LmTrainConfig {
+    /// How this run weights samples of `task` (None: it skips them).
+    pub fn weighting(&self, task: Task) -> Option<Weighting> {
+        if !self.tasks.is_empty() && !self.tasks.contains(&task) {
+            return None;
+        }
+        self.stage.weighting(task, self.vision_weight)
     }
 }
 
@@ -218,7 +231,7 @@ pub fn train_lm(
     let doc_start = cfg.doc_mask.then_some(model_cfg.bos_token_id);
     let mut loader = Loader::new(
         &tokens.samples,
-        |t| cfg.stage.weighting(t, cfg.vision_weight),
+        |t| cfg.weighting(t),
         cfg.max_len,
         pad,
         state.seed,
@@ -318,5 +331,22 @@ mod tests {
             Some(Weighting::Full { vision: 0.5 })
         );
         assert!(Stage::parse("sft-dpo").is_err());
+    }
+
+    #[test]
+    fn a_task_list_keeps_only_its_tasks_with_the_stage_weighting() {
+        let cfg = LmTrainConfig { tasks: vec![Task::Understanding], ..Default::default() };
+        assert_eq!(cfg.weighting(Task::Understanding), Some(Weighting::Full { vision: 0.5 }));
+        assert_eq!(cfg.weighting(Task::TextToImage), None);
+        assert_eq!(cfg.weighting(Task::TextToVideo), None);
+        // A task the stage skips stays skipped.
+        let generation = LmTrainConfig { stage: Stage::SftGen, ..cfg };
+        assert_eq!(generation.weighting(Task::Understanding), None);
+        let parsed: LmTrainConfig =
+            serde_json::from_str(r#"{"tasks": ["text_to_image", "understanding"]}"#).unwrap();
+        assert_eq!(parsed.tasks, [Task::TextToImage, Task::Understanding]);
+        let bad = serde_json::from_str::<LmTrainConfig>(r#"{"tasks": ["captioning"]}"#);
+        let msg = bad.unwrap_err().to_string();
+        assert!(msg.contains("unknown variant") && msg.contains("understanding"), "{msg}");
     }
 }

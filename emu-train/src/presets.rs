@@ -2,6 +2,7 @@
 //! about a minute), `default` (the README's main job, minutes on a laptop CPU) and `large`.
 
 use crate::data::records::WorldData;
+use crate::data::shards::Task;
 use crate::lm::{LmTrainConfig, Stage};
 use crate::optim::AdamWConfig;
 use crate::vq_train::VqTrainConfig;
@@ -14,7 +15,7 @@ use std::path::PathBuf;
 
 /// Where the training records come from.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Source {
     /// The built-in synthetic world.
     World(WorldData),
@@ -28,17 +29,26 @@ pub enum Source {
 /// own model, as Emu3-Chat is fine-tuned apart from Emu3-Gen. Everything it does not name (batch,
 /// context, schedule shape, device) follows the first phase's `lm_train`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct ChatPhase {
     pub stage: Stage,
     pub steps: i64,
     pub warmup: i64,
     pub lr: f64,
+    /// The tasks it trains on (empty: every task the stage weights).
+    pub tasks: Vec<Task>,
 }
 
 impl Default for ChatPhase {
+    /// Understanding samples with the full loss (codes at `vision_weight`, text at 1).
     fn default() -> Self {
-        ChatPhase { stage: Stage::Pretrain, steps: 700, warmup: 70, lr: 2e-3 }
+        ChatPhase {
+            stage: Stage::Pretrain,
+            steps: 700,
+            warmup: 70,
+            lr: 2e-3,
+            tasks: vec![Task::Understanding],
+        }
     }
 }
 
@@ -52,13 +62,14 @@ impl ChatPhase {
             optim: AdamWConfig { lr: self.lr, ..base.optim.clone() },
             checkpoint_every: base.checkpoint_every.min(self.steps),
             eval_every: 0,
+            tasks: self.tasks.clone(),
             ..base.clone()
         }
     }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct PipelineConfig {
     pub preset: String,
     pub sources: Vec<Source>,
@@ -154,6 +165,7 @@ impl PipelineConfig {
             min_lr: 1e-4,
             grad_clip: 1.0,
             vision_weight: 0.5,
+            tasks: Vec::new(),
             doc_mask: true,
             seed: 0,
             log_every: 10,
@@ -183,7 +195,7 @@ impl PipelineConfig {
             qa_turns: 4,
             model,
             lm_train,
-            chat: Some(ChatPhase { stage: Stage::Pretrain, steps: 800, warmup: 100, lr: 2e-3 }),
+            chat: Some(ChatPhase { steps: 800, warmup: 100, lr: 2e-3, ..ChatPhase::default() }),
             eval_suite: "full".into(),
             eval: BenchOptions::full(),
             eval_every: 350,
@@ -278,6 +290,7 @@ mod tests {
                 (phase.stage, phase.steps, phase.warmup)
             );
             assert_eq!(chat.optim.lr, phase.lr);
+            assert_eq!((&chat.tasks, base.tasks.as_slice()), (&phase.tasks, &[][..]));
             assert_eq!(chat.optim.beta2, base.optim.beta2);
             assert_eq!(
                 (chat.batch_size, chat.max_len, chat.device.as_str()),

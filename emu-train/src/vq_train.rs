@@ -17,7 +17,7 @@ use tch::nn::{Adam, OptimizerConfig, VarStore};
 use tch::{Device, Kind, Tensor};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct VqTrainConfig {
     pub steps: i64,
     pub batch_size: i64,

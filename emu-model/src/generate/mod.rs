@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct GenerateConfig {
     pub sampling: SamplingConfig,
     /// Classifier-free guidance scale; 1 disables guidance.

@@ -27,7 +27,7 @@ pub enum Record {
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct WorldData {
     pub images: usize,
     pub videos: usize,

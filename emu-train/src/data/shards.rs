@@ -13,6 +13,7 @@ use tch::{Device, Kind, Tensor};
 
 /// What a sample teaches.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Task {
     /// Caption -> image.
     TextToImage,
