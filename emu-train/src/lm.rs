@@ -237,7 +237,16 @@ pub fn train_lm(
         state.seed,
         state.cursor,
     );
-    ensure!(loader.num_samples() > 0, "no samples for stage {:?} in the token store", cfg.stage);
+    ensure!(
+        loader.num_samples() > 0,
+        "no samples for stage {:?} in the token store{}",
+        cfg.stage,
+        if cfg.tasks.is_empty() {
+            String::new()
+        } else {
+            format!(" among tasks {:?} (`tasks` in the training config)", cfg.tasks)
+        }
+    );
     let mut metrics = Metrics::open(run, dist.is_main())?;
     metrics.log(serde_json::json!({"phase": "pack", "samples": loader.num_samples(),
         "sequences": loader.epoch_len(), "fill": loader.fill, "too_long": loader.too_long}))?;

@@ -1,14 +1,14 @@
-//! The LM training loop: it learns, it resumes bit-exactly, its checkpoints survive a kill, and it
-//! refuses to resume a different architecture.
+//! The LM training loop: it learns, it resumes bit-exactly, its checkpoints survive a kill, it
+//! refuses to resume a different architecture, and it trains on the tasks it is given.
 
 mod common;
 
 use common::{companions, config, model_cfg, store};
 use emu_model::{Emu3Config, Emu3ForCausalLM};
 use emu_train::checkpoint;
-use emu_train::data::shards::TokenStore;
+use emu_train::data::shards::{Task, TokenStore};
 use emu_train::dist::Dist;
-use emu_train::lm::{LmTrainConfig, Progress, train_lm};
+use emu_train::lm::{LmTrainConfig, Progress, Stage, train_lm};
 use emu_train::optim::AdamWConfig;
 use std::sync::{Mutex, MutexGuard};
 use tch::{Device, Kind, Tensor};
@@ -203,4 +203,35 @@ fn bf16_autocast_on_cpu_trains_like_f32_and_does_not_leak() {
     assert!(params(&lm).iter().all(|(_, p)| p.kind() == Kind::Float), "weights stay f32");
     let a = Tensor::ones([2, 2], (Kind::Float, Device::Cpu));
     assert_eq!(a.matmul(&a).kind(), Kind::Float, "autocast is left on after training");
+}
+
+#[test]
+fn a_task_list_trains_on_its_tasks_only_and_an_empty_selection_is_an_error() {
+    let _serial = serial();
+    let st = store(10, 4);
+    let dir = tempfile::tempdir().unwrap();
+    let comp = companions(dir.path());
+    let only = LmTrainConfig { tasks: vec![Task::Understanding], ..config(1) };
+    train_lm(dir.path(), &model_cfg(), None, &st, &comp, &only, &Dist::single(), &mut |_| Ok(()))
+        .unwrap();
+    let metrics = std::fs::read_to_string(dir.path().join("metrics.jsonl")).unwrap();
+    let pack: serde_json::Value = metrics
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|r| r["phase"] == "pack")
+        .expect("a pack record");
+    assert_eq!(pack["samples"], 5, "half of the store's samples are understanding: {pack}");
+    let none = LmTrainConfig { stage: Stage::SftGen, ..only };
+    let other = tempfile::tempdir().unwrap();
+    let err =
+        train_lm(other.path(), &model_cfg(), None, &st, &comp, &none, &Dist::single(), &mut |_| {
+            Ok(())
+        })
+        .err()
+        .unwrap();
+    let msg = format!("{err:#}");
+    assert!(
+        msg.contains("SftGen") && msg.contains("Understanding") && msg.contains("`tasks`"),
+        "{msg}"
+    );
 }
