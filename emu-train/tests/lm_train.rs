@@ -210,10 +210,9 @@ fn a_task_list_trains_on_its_tasks_only_and_an_empty_selection_is_an_error() {
     let _serial = serial();
     let st = store(10, 4);
     let dir = tempfile::tempdir().unwrap();
-    let comp = companions(dir.path());
     let only = LmTrainConfig { tasks: vec![Task::Understanding], ..config(1) };
-    train_lm(dir.path(), &model_cfg(), None, &st, &comp, &only, &Dist::single(), &mut |_| Ok(()))
-        .unwrap();
+    let (losses, _) = train_recording_losses(dir.path(), &st, &only);
+    assert_eq!(losses.len(), 1);
     let metrics = std::fs::read_to_string(dir.path().join("metrics.jsonl")).unwrap();
     let pack: serde_json::Value = metrics
         .lines()
@@ -221,15 +220,13 @@ fn a_task_list_trains_on_its_tasks_only_and_an_empty_selection_is_an_error() {
         .find(|r| r["phase"] == "pack")
         .expect("a pack record");
     assert_eq!(pack["samples"], 5, "half of the store's samples are understanding: {pack}");
+    // Generation SFT skips understanding, so nothing is left to train on.
     let none = LmTrainConfig { stage: Stage::SftGen, ..only };
-    let other = tempfile::tempdir().unwrap();
+    let run = dir.path().join("none");
+    let comp = companions(dir.path());
     let err =
-        train_lm(other.path(), &model_cfg(), None, &st, &comp, &none, &Dist::single(), &mut |_| {
-            Ok(())
-        })
-        .err()
-        .unwrap();
-    let msg = format!("{err:#}");
+        train_lm(&run, &model_cfg(), None, &st, &comp, &none, &Dist::single(), &mut |_| Ok(()));
+    let msg = format!("{:#}", err.err().expect("no samples is an error"));
     assert!(
         msg.contains("SftGen") && msg.contains("Understanding") && msg.contains("`tasks`"),
         "{msg}"
