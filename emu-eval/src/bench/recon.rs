@@ -140,7 +140,7 @@ fn video_through(
     mut pass: impl FnMut(&[RgbImage]) -> Result<Vec<RgbImage>>,
 ) -> Result<(f64, f64, f64)> {
     let clips: Vec<VideoScene> =
-        super::video::videos(0..10_000, frames, true).into_iter().take(n).map(|(_, v)| v).collect();
+        super::video::motion_clips(frames, n).into_iter().map(|(_, v)| v).collect();
     let (mut motion, mut last, mut psnrs) = (0usize, 0usize, Vec::new());
     for v in &clips {
         let truth = render_video(v, size);

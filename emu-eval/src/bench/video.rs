@@ -46,6 +46,12 @@ pub fn videos(
         .collect()
 }
 
+/// The first `n` text-to-video clips of `frames` frames (each has a mover), from seed 0 on:
+/// what `video` generates and what `recon` reconstructs.
+pub fn motion_clips(frames: u32, n: usize) -> Vec<(u64, VideoScene)> {
+    videos(0..10_000, frames, true).into_iter().take(n).collect()
+}
+
 pub fn run(
     model: &Emu3,
     opts: &BenchOptions,
@@ -60,8 +66,7 @@ pub fn run(
     let structure = Structure { h, w, frames: LATENT_FRAMES };
 
     // Text-to-video motion.
-    let motion =
-        videos(0..10_000, frames, true).into_iter().take(opts.video_prompts).collect::<Vec<_>>();
+    let motion = motion_clips(frames, opts.video_prompts);
     let captions: Vec<String> = motion.iter().map(|(s, v)| world::video_caption(v, *s)).collect();
     let mut motion_ok = 0;
     let mut caption_ok = 0;
