@@ -6,6 +6,7 @@
 //! then all ranks train the LM together.
 
 use crate::checkpoint::Companions;
+use crate::data::provenance;
 use crate::data::records::{self, Record};
 use crate::data::shards::TokenStore;
 use crate::data::tokenize::{TokenizeOptions, tokenize};
@@ -225,7 +226,16 @@ pub fn run(
         t.bpe_s = start.elapsed().as_secs_f64();
 
         let start = Instant::now();
-        if !tokens_dir.join("index.json").exists() {
+        let made_from = serde_json::json!({
+            "sources": cfg.sources,
+            "cfg_dropout": tokenize_opts.cfg_dropout,
+            "seed": tokenize_opts.seed,
+            "qa_turns": tokenize_opts.qa_turns,
+        });
+        if tokens_dir.join("index.json").exists() {
+            provenance::check(&tokens_dir, &made_from)?;
+        } else {
+            provenance::record(&tokens_dir, &made_from)?;
             let model_cfg = lm_config(cfg, init, &text, size, vq.config.spatial_factor())?;
             let vocab =
                 emu_model::pipeline::layout_for(&model_cfg, Some(vq.config.codebook_size), |s| {

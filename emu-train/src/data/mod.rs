@@ -2,6 +2,7 @@
 //! into sharded token files, packing, and the resumable loader.
 
 pub mod pack;
+pub mod provenance;
 pub mod records;
 pub mod shards;
 pub mod tokenize;
