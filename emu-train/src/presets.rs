@@ -123,9 +123,10 @@ impl PipelineConfig {
         // time (900, 1300, 1690 and 2400 steps) scored GenEval 0.23, 0.34, 0.37 and 0.44 (six
         // samples a prompt), at held-out code losses of 0.84 to 0.78. One layer for 4400 steps
         // scored 0.51, but its chat model answered worse than two layers' (VQA 0.68 against
-        // 0.73, answer loss 0.46 against 0.28), and copying a video's first latent frame needs
-        // two layers. Two layers 192 wide for 1300 steps scored 0.39. Half the batch for twice
-        // the steps changed nothing (0.32 against 0.34, code loss 0.79 against 0.80).
+        // 0.73, answer loss 0.46 against 0.28), and copying a video's first latent frame into its
+        // second is, in the usual induction circuit, the work of two attention layers. Two layers
+        // 192 wide for 1300 steps scored 0.39. Half the batch for twice the steps changed nothing
+        // (0.32 against 0.34, code loss 0.79 against 0.80).
         //
         // Two models, as Emu3 releases Emu3-Gen and Emu3-Chat. Trained on every task at once, the
         // model ignored its captions (GenEval 0.13 where random scenes score 0.12); trained on
