@@ -163,7 +163,13 @@ pub fn run(
     let tok_path = run.join("tokenizer.json");
     let tokens_dir = run.join("tokens");
     let size = image_size(&cfg.sources);
+    let made_from = || tokens_made_from(cfg, &tokenize_opts, &tok_path, &vq_dir);
     if dist.is_main() {
+        // Checked before this run's config replaces the old one, which judges older folders.
+        if tokens_dir.join("index.json").exists() {
+            let legacy = legacy_made_from(&run.join("pipeline.json"));
+            provenance::check(&tokens_dir, &made_from()?, legacy.as_ref())?;
+        }
         write_atomic(&run.join("pipeline.json"), &serde_json::to_string_pretty(cfg)?)?;
         let start = Instant::now();
         let recs = load_records(&cfg.sources)?;
@@ -226,16 +232,8 @@ pub fn run(
         t.bpe_s = start.elapsed().as_secs_f64();
 
         let start = Instant::now();
-        let made_from = serde_json::json!({
-            "sources": cfg.sources,
-            "cfg_dropout": tokenize_opts.cfg_dropout,
-            "seed": tokenize_opts.seed,
-            "qa_turns": tokenize_opts.qa_turns,
-        });
-        if tokens_dir.join("index.json").exists() {
-            provenance::check(&tokens_dir, &made_from)?;
-        } else {
-            provenance::record(&tokens_dir, &made_from)?;
+        if !tokens_dir.join("index.json").exists() {
+            provenance::record(&tokens_dir, &made_from()?)?;
             let model_cfg = lm_config(cfg, init, &text, size, vq.config.spatial_factor())?;
             let vocab =
                 emu_model::pipeline::layout_for(&model_cfg, Some(vq.config.codebook_size), |s| {
@@ -250,6 +248,8 @@ pub fn run(
         t.tokenize_s = start.elapsed().as_secs_f64();
     } else {
         wait_for(&tokens_dir.join("index.json"), Duration::from_secs(3600))?;
+        // The main rank stops on stale tokens; the others stop here rather than hang.
+        provenance::check(&tokens_dir, &made_from()?, None)?;
     }
 
     let text = TextTokenizer::from_file(&tok_path)?;
@@ -347,6 +347,42 @@ pub fn run(
 }
 
 /// The LM config of this run: the initial model's own when fine-tuning, else [`model_config`].
+/// What the tokens of this run are made from: the config's data and the two tokenizers (by
+/// digest, "absent" for one not made yet).
+fn tokens_made_from(
+    cfg: &PipelineConfig,
+    opts: &TokenizeOptions,
+    tok_path: &Path,
+    vq_dir: &Path,
+) -> Result<serde_json::Value> {
+    let digest = |p: &Path| -> Result<String> {
+        if p.exists() { provenance::digest(p) } else { Ok("absent".into()) }
+    };
+    Ok(serde_json::json!({
+        "sources": cfg.sources,
+        "cfg_dropout": opts.cfg_dropout,
+        "seed": opts.seed,
+        "qa_turns": opts.qa_turns,
+        "text_tokenizer": digest(tok_path)?,
+        "vision_tokenizer": digest(&vq_dir.join("model.safetensors"))?,
+    }))
+}
+
+/// The data fields of a run folder's previous pipeline.json, which made tokens recorded before
+/// `made_from.json` existed (None if there is none or it cannot be read).
+fn legacy_made_from(path: &Path) -> Option<serde_json::Value> {
+    let old: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()?;
+    let fields = [
+        ("sources", old.get("sources")),
+        ("cfg_dropout", old.get("cfg_dropout")),
+        ("seed", old.get("lm_train").and_then(|l| l.get("seed"))),
+        ("qa_turns", old.get("qa_turns")),
+    ];
+    let map: serde_json::Map<String, serde_json::Value> =
+        fields.into_iter().filter_map(|(k, v)| Some((k.to_string(), v?.clone()))).collect();
+    Some(serde_json::Value::Object(map))
+}
+
 fn lm_config(
     cfg: &PipelineConfig,
     init: Option<&Path>,
