@@ -346,7 +346,6 @@ pub fn run(
     Ok(report)
 }
 
-/// The LM config of this run: the initial model's own when fine-tuning, else [`model_config`].
 /// What the tokens of this run are made from: the config's data and the two tokenizers (by
 /// digest, "absent" for one not made yet).
 fn tokens_made_from(
@@ -383,6 +382,7 @@ fn legacy_made_from(path: &Path) -> Option<serde_json::Value> {
     Some(serde_json::Value::Object(map))
 }
 
+/// The LM config of this run: the initial model's own when fine-tuning, else [`model_config`].
 fn lm_config(
     cfg: &PipelineConfig,
     init: Option<&Path>,
