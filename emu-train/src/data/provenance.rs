@@ -33,7 +33,8 @@ pub fn check(dir: &Path, made_from: &Value, legacy: Option<&Value>) -> Result<()
     // Both sides go through the same JSON text, so a float compares equal to itself.
     let now: Value = serde_json::from_str(&serde_json::to_string(made_from)?)?;
     let path = dir.join(FILE);
-    let (saved, source) = if path.exists() {
+    let recorded = path.exists();
+    let (saved, source) = if recorded {
         let text = std::fs::read_to_string(&path)
             .with_context(|| format!("reading {}", path.display()))?;
         let saved: Value = serde_json::from_str(&text).with_context(|| {
@@ -51,7 +52,7 @@ pub fn check(dir: &Path, made_from: &Value, legacy: Option<&Value>) -> Result<()
     };
     let now = match (&saved, now) {
         // A legacy record holds fewer fields (no digests): compare those it has.
-        (Value::Object(old), Value::Object(mut n)) if !path.exists() => {
+        (Value::Object(old), Value::Object(mut n)) if !recorded => {
             n.retain(|k, _| old.contains_key(k));
             Value::Object(n)
         }
