@@ -1,7 +1,7 @@
 //! `emu eval`: the benchmark suite on a model folder, or GenEval's own prompt file.
 
 use crate::common::{Global, emit};
-use anyhow::{Result, bail};
+use anyhow::{Result, bail, ensure};
 use clap::Args;
 use emu_eval::bench::{self, BenchOptions};
 use emu_model::pipeline::Emu3;
@@ -42,6 +42,10 @@ pub struct EvalArgs {
     /// Nucleus threshold in (0, 1] for generation; with greedy text answers it acts on images.
     #[arg(long)]
     pub top_p: Option<f64>,
+    /// Candidates drawn per generated image or video; the one its prompt explains best (by the
+    /// model's own guidance signal) is judged. 1 judges every sample as drawn.
+    #[arg(long)]
+    pub best_of: Option<usize>,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
 }
@@ -64,6 +68,10 @@ pub fn run(g: &Global, a: &EvalArgs) -> Result<()> {
     }
     if let Some(p) = a.top_p {
         opts.generation.sampling.top_p = Some(p);
+    }
+    if let Some(k) = a.best_of {
+        ensure!(k >= 1, "--best-of is {k}; draw at least one candidate");
+        opts.generation.best_of = k;
     }
     opts.generation.sampling.validate()?;
     let model = Emu3::load(&a.model, None, g.device()?, g.kind()?)?;

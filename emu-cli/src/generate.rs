@@ -44,6 +44,7 @@ impl SamplingArgs {
             cfg_scale: self.cfg,
             seed: self.seed,
             max_new_tokens,
+            best_of: 1,
         }
     }
 }
@@ -77,6 +78,10 @@ pub struct GenerateArgs {
     /// Requests generated together.
     #[arg(long, default_value_t = 8)]
     pub batch: usize,
+    /// Candidates drawn per sample; the one the prompt explains best (the highest pointwise
+    /// mutual information of its codes with the prompt, the quantity guidance amplifies) is kept.
+    #[arg(long, default_value_t = 1)]
+    pub best_of: usize,
     /// Output folder.
     #[arg(long, short, default_value = "out")]
     pub out: PathBuf,
@@ -154,14 +159,16 @@ fn save(
 pub fn generate(g: &Global, a: &GenerateArgs) -> Result<()> {
     let model = Emu3::load(&a.model, a.vq.as_deref(), g.device()?, g.kind()?)?;
     let st = structure(&model, &a.ratio, a.grid, a.frames.unwrap_or(1))?;
-    let cfg = a.sampling.config(st.total_tokens());
+    ensure!(a.best_of >= 1, "--best-of is {}; draw at least one candidate", a.best_of);
+    let cfg = GenerateConfig { best_of: a.best_of, ..a.sampling.config(st.total_tokens()) };
     let jobs: Vec<(usize, usize, String)> = a
         .prompt
         .iter()
         .enumerate()
         .flat_map(|(i, p)| (0..a.num).map(move |k| (i, k, p.clone())))
         .collect();
-    let bar = crate::progress::bar((jobs.len() as i64 * st.h * st.frames) as u64, "rows");
+    let rows = jobs.len() as i64 * st.h * st.frames * a.best_of as i64;
+    let bar = crate::progress::bar(rows as u64, "rows");
     let mut written = Vec::new();
     for (b, chunk) in jobs.chunks(a.batch.max(1)).enumerate() {
         let prompts: Vec<String> = chunk.iter().map(|(_, _, p)| p.clone()).collect();
@@ -173,7 +180,7 @@ pub fn generate(g: &Global, a: &GenerateArgs) -> Result<()> {
             })?;
         for ((i, k, p), out) in chunk.iter().zip(outs) {
             let settings = serde_json::json!({"prompt": p, "negative_prompt": a.negative_prompt, "grid": [st.h, st.w], "frames": st.frames,
-                "fps": a.fps, "cfg": c.cfg_scale, "sampling": c.sampling, "seed": c.seed, "batch_index": b, "model": a.model});
+                "fps": a.fps, "cfg": c.cfg_scale, "sampling": c.sampling, "best_of": c.best_of, "seed": c.seed, "batch_index": b, "model": a.model});
             let files = save(&a.out, &format!("{i:03}_{k:02}"), &out, a.fps, &settings)?;
             written.push(Written { prompt: p.clone(), files, settings: settings.to_string() });
         }

@@ -35,6 +35,7 @@ fn bench(c: &mut Criterion) {
                 cfg_scale: scale,
                 seed: 0,
                 max_new_tokens: 100,
+                best_of: 1,
             };
             let name = format!("batch {batch}, {}", if scale == 1.0 { "no CFG" } else { "CFG 3" });
             g.bench_function(name, |b| {

@@ -9,7 +9,7 @@
 //! Shapes: B batch, h/w code grid, t latent frames, H/W pixels.
 
 use crate::config::Emu3Config;
-use crate::generate::{Event, GenerateConfig, Request, Structure, generate};
+use crate::generate::{Event, GenerateConfig, Request, Structure, generate, prompt_pmi};
 use crate::model::Emu3ForCausalLM;
 use anyhow::{Context, Result, bail, ensure};
 use emu_tokenizer::checkpoint::Checkpoint;
@@ -112,7 +112,8 @@ impl Emu3 {
 
     /// Generates one grid per prompt (frames = 1 for images). `negative` is the unconditional
     /// stream's caption (Emu3 uses a negative prompt; "" is the plain unconditional model).
-    /// `on_row(request, frame, row)` fires as each image row completes.
+    /// `on_row(request, frame, row)` fires as each image row completes, for every candidate when
+    /// `cfg.best_of` draws several per prompt.
     pub fn text_to_grid(
         &self,
         prompts: &[String],
@@ -129,7 +130,10 @@ impl Emu3 {
         let build = |c: &str| {
             if t == 1 { fmt.t2i_prompt(c, h, w) } else { fmt.t2v_prompt(c, h, w, t, fps) }
         };
+        ensure!(cfg.best_of >= 1, "best_of is {}; draw at least one candidate", cfg.best_of);
+        let k = cfg.best_of;
         let neg = build(negative)?;
+        // Candidates of one prompt sit next to each other: request i·k + j.
         let requests = prompts
             .iter()
             .map(|p| {
@@ -140,12 +144,30 @@ impl Emu3 {
                     structure_offset: 0,
                 })
             })
-            .collect::<Result<Vec<_>>>()?;
-        let out = generate(&self.lm, &self.vocab, &requests, cfg, &mut |e| {
+            .collect::<Result<Vec<_>>>()?
+            .into_iter()
+            .flat_map(|r| std::iter::repeat_n(r, k))
+            .collect::<Vec<_>>();
+        let mut out = generate(&self.lm, &self.vocab, &requests, cfg, &mut |e| {
             if let Event::ImageRow { row, frame, index, .. } = e {
-                on_row(row, frame, index);
+                on_row(row / k, frame, index);
             }
         })?;
+        if k > 1 {
+            let (cond, uncond): (Vec<Vec<i64>>, Vec<Vec<i64>>) = requests
+                .iter()
+                .map(|r| (r.prompt.clone(), r.negative.clone().expect("built above")))
+                .unzip();
+            let pmi = prompt_pmi(&self.lm, &self.vocab, &cond, &uncond, &out);
+            out = out
+                .chunks(k)
+                .zip(pmi.chunks(k))
+                .map(|(cands, scores)| {
+                    let best = (0..k).max_by(|&a, &b| scores[a].total_cmp(&scores[b]));
+                    cands[best.expect("k >= 1")].clone()
+                })
+                .collect();
+        }
         prompts.iter().zip(out).map(|(p, tokens)| self.finish(p, tokens, structure)).collect()
     }
 

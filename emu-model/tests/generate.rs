@@ -26,7 +26,7 @@ fn t2i(caption: &[i64]) -> Vec<i64> {
 }
 
 fn cfg(seed: u64, scale: f64, sampling: SamplingConfig) -> GenerateConfig {
-    GenerateConfig { sampling, cfg_scale: scale, seed, max_new_tokens: 16 }
+    GenerateConfig { sampling, cfg_scale: scale, seed, max_new_tokens: 16, best_of: 1 }
 }
 
 #[test]

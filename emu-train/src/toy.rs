@@ -112,4 +112,56 @@ mod tests {
         );
         assert!(a.is_ok());
     }
+
+    #[test]
+    fn best_of_keeps_the_candidate_its_prompt_explains_best() {
+        let dir = tempfile::tempdir().unwrap();
+        write_toy_model(dir.path(), 2).unwrap();
+        let m = Emu3::load(dir.path(), None, Device::Cpu, Kind::Float).unwrap();
+        let st = Structure::image(4, 4);
+        let cfg = GenerateConfig {
+            cfg_scale: 2.0,
+            sampling: emu_model::generate::SamplingConfig {
+                top_k_image: Some(8),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let prompts: Vec<String> = vec!["a red circle".into(), "two blue squares".into()];
+        let k = 3;
+        // The same batch drawn one candidate per request: every candidate best_of chose from.
+        let repeated: Vec<String> =
+            prompts.iter().flat_map(|p| std::iter::repeat_n(p.clone(), k)).collect();
+        let cands = m.text_to_grid(&repeated, "", st, 1, &cfg, &mut |_, _, _| {}).unwrap();
+        let fmt = m.format();
+        let cond: Vec<Vec<i64>> =
+            repeated.iter().map(|p| fmt.t2i_prompt(p, 4, 4).unwrap()).collect();
+        let neg = vec![fmt.t2i_prompt("", 4, 4).unwrap(); repeated.len()];
+        let toks: Vec<Vec<i64>> = cands.iter().map(|g| g.tokens.clone()).collect();
+        let pmi = emu_model::generate::prompt_pmi(&m.lm, &m.vocab, &cond, &neg, &toks);
+        assert!(
+            (0..prompts.len()).any(|i| toks[i * k..(i + 1) * k].windows(2).any(|w| w[0] != w[1])),
+            "candidates should differ, or the choice is not tested"
+        );
+
+        let best = m
+            .text_to_grid(
+                &prompts,
+                "",
+                st,
+                1,
+                &GenerateConfig { best_of: k, ..cfg.clone() },
+                &mut |_, _, _| {},
+            )
+            .unwrap();
+        for (i, g) in best.iter().enumerate() {
+            let scores = &pmi[i * k..(i + 1) * k];
+            let j = (0..k).max_by(|&a, &b| scores[a].total_cmp(&scores[b])).unwrap();
+            assert_eq!(g.prompt, prompts[i]);
+            assert_eq!(g.tokens, toks[i * k + j], "prompt {i}: PMI {scores:?}");
+        }
+        let zero = GenerateConfig { best_of: 0, ..cfg };
+        let err = m.text_to_grid(&prompts, "", st, 1, &zero, &mut |_, _, _| {}).unwrap_err();
+        assert!(err.to_string().contains("best_of is 0"), "{err}");
+    }
 }

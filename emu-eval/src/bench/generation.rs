@@ -43,6 +43,15 @@ pub fn generate_images(
     Ok(out)
 }
 
+/// How samples were chosen, for protocols: nothing when each was drawn once.
+pub fn best_of_note(best_of: usize) -> String {
+    if best_of > 1 {
+        format!(" (each the best of {best_of} candidates by the prompt's PMI with its codes)")
+    } else {
+        String::new()
+    }
+}
+
 /// Prompts per category behind the chance level (standard error about 0.003).
 const CHANCE_PROMPTS: usize = 4000;
 
@@ -87,12 +96,15 @@ pub fn run(
     Ok(BenchResult {
         name: "geneval".into(),
         protocol: format!(
-            "GenEval's six categories on the synthetic world: {} prompts per category from seed 0, {} sample(s) each, \
+            "GenEval's six categories on the synthetic world: {} prompts per category from seed 0, {} sample(s) each{}, \
              CFG {}, judged by the world's detector (counting exact, position by detected centres); overall = mean of \
              the categories; chance = the overall score of random world scenes ({CHANCE_PROMPTS} prompts per category \
              judged on the scenes' truth), what a model that ignores its prompts scores. Failed samples are marked x \
              in the grids.",
-            opts.prompts_per_category, opts.samples_per_prompt, opts.generation.cfg_scale
+            opts.prompts_per_category,
+            opts.samples_per_prompt,
+            best_of_note(opts.generation.best_of),
+            opts.generation.cfg_scale
         ),
         metrics,
         details: serde_json::Value::Object(details),

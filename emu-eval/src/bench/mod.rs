@@ -62,6 +62,7 @@ impl BenchOptions {
                 cfg_scale: 3.0,
                 seed: 0,
                 max_new_tokens: 32,
+                best_of: 1,
             },
             show_progress: true,
         }

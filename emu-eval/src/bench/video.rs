@@ -125,12 +125,13 @@ pub fn run(
     Ok(BenchResult {
         name: "video".into(),
         protocol: format!(
-            "Text-to-video: {} world videos with a moving object ({} frames, {FPS} fps), correct when the tracker finds \
+            "Text-to-video: {} world videos with a moving object ({} frames, {FPS} fps){}, correct when the tracker finds \
              the object moving the stated way; caption_agreement = every stated attribute and event holds. \
              Continuation: {} videos, first {t} frames given, correct when every object of the last frame is within \
              {TOLERANCE} image widths of its true position.",
             motion.len(),
             frames,
+            super::generation::best_of_note(opts.generation.best_of),
             cont.len()
         ),
         metrics,

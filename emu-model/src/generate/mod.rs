@@ -8,12 +8,14 @@
 //! Shapes: R rows (requests, or twice that with guidance), L tokens, V vocabulary.
 
 pub mod constraint;
+pub mod rerank;
 pub mod sampling;
 
 use crate::model::Emu3ForCausalLM;
 use anyhow::{Result, ensure};
 pub use constraint::{GridConstraint, Structure};
 use emu_tokenizer::vocab::VocabLayout;
+pub use rerank::prompt_pmi;
 pub use sampling::{Sampler, SamplingConfig};
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
@@ -27,6 +29,9 @@ pub struct GenerateConfig {
     pub seed: u64,
     /// Upper bound on new tokens per request (a constrained grid needs its own count).
     pub max_new_tokens: i64,
+    /// Candidates drawn per image or video request; the one whose codes the prompt explains best
+    /// (the highest [`prompt_pmi`]) is kept. 1 draws one sample, as the reference does.
+    pub best_of: usize,
 }
 
 impl Default for GenerateConfig {
@@ -36,6 +41,7 @@ impl Default for GenerateConfig {
             cfg_scale: 1.0,
             seed: 0,
             max_new_tokens: 256,
+            best_of: 1,
         }
     }
 }
