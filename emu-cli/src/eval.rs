@@ -42,8 +42,9 @@ pub struct EvalArgs {
     /// Nucleus threshold in (0, 1] for generation; with greedy text answers it acts on images.
     #[arg(long)]
     pub top_p: Option<f64>,
-    /// Candidates drawn per generated image or video; the one its prompt explains best (by the
-    /// model's own guidance signal) is judged. 1 judges every sample as drawn.
+    /// Candidates drawn per text-to-image or text-to-video sample; the one its prompt explains
+    /// best (by the model's own guidance signal) is judged. 1 judges every sample as drawn;
+    /// video continuation always draws once.
     #[arg(long)]
     pub best_of: Option<usize>,
     #[arg(long, default_value_t = 0)]

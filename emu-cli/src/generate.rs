@@ -75,11 +75,12 @@ pub struct GenerateArgs {
     /// Samples per prompt.
     #[arg(long, default_value_t = 1)]
     pub num: usize,
-    /// Requests generated together.
+    /// Samples generated together (each with its --best-of candidates).
     #[arg(long, default_value_t = 8)]
     pub batch: usize,
     /// Candidates drawn per sample; the one the prompt explains best (the highest pointwise
     /// mutual information of its codes with the prompt, the quantity guidance amplifies) is kept.
+    /// Costs N times the generation, and N times the batch's memory.
     #[arg(long, default_value_t = 1)]
     pub best_of: usize,
     /// Output folder.
@@ -157,9 +158,9 @@ fn save(
 }
 
 pub fn generate(g: &Global, a: &GenerateArgs) -> Result<()> {
+    ensure!(a.best_of >= 1, "--best-of is {}; draw at least one candidate", a.best_of);
     let model = Emu3::load(&a.model, a.vq.as_deref(), g.device()?, g.kind()?)?;
     let st = structure(&model, &a.ratio, a.grid, a.frames.unwrap_or(1))?;
-    ensure!(a.best_of >= 1, "--best-of is {}; draw at least one candidate", a.best_of);
     let cfg = GenerateConfig { best_of: a.best_of, ..a.sampling.config(st.total_tokens()) };
     let jobs: Vec<(usize, usize, String)> = a
         .prompt

@@ -9,7 +9,7 @@
 //! Shapes: B batch, h/w code grid, t latent frames, H/W pixels.
 
 use crate::config::Emu3Config;
-use crate::generate::{Event, GenerateConfig, Request, Structure, generate, prompt_pmi};
+use crate::generate::{Event, GenerateConfig, Request, Structure, generate};
 use crate::model::Emu3ForCausalLM;
 use anyhow::{Context, Result, bail, ensure};
 use emu_tokenizer::checkpoint::Checkpoint;
@@ -130,10 +130,21 @@ impl Emu3 {
         let build = |c: &str| {
             if t == 1 { fmt.t2i_prompt(c, h, w) } else { fmt.t2v_prompt(c, h, w, t, fps) }
         };
-        ensure!(cfg.best_of >= 1, "best_of is {}; draw at least one candidate", cfg.best_of);
         let k = cfg.best_of;
+        ensure!(k >= 1, "best_of is {k}; draw at least one candidate");
+        let s = &cfg.sampling;
+        ensure!(
+            k == 1 || !s.image_is_greedy(),
+            "best_of {k} would draw {k} identical candidates: image tokens are chosen greedily \
+             (temperature {}, top-k-image {:?}, top-k {:?})\nhint: sample (temperature > 0, \
+             top-k-image > 1) or draw once",
+            s.temperature,
+            s.top_k_image,
+            s.top_k
+        );
         let neg = build(negative)?;
-        // Candidates of one prompt sit next to each other: request i·k + j.
+        // A prompt's candidates sit together (request i·k + j), so `chunks(k)` groups them and
+        // `row / k` is the prompt.
         let requests = prompts
             .iter()
             .map(|p| {
@@ -148,17 +159,14 @@ impl Emu3 {
             .into_iter()
             .flat_map(|r| std::iter::repeat_n(r, k))
             .collect::<Vec<_>>();
-        let mut out = generate(&self.lm, &self.vocab, &requests, cfg, &mut |e| {
-            if let Event::ImageRow { row, frame, index, .. } = e {
-                on_row(row / k, frame, index);
-            }
+        // Structure tokens (EOL, EOF) are forced by the grid, so only codes are evidence.
+        let mut pmi = vec![0.0; requests.len()];
+        let mut out = generate(&self.lm, &self.vocab, &requests, cfg, &mut |e| match e {
+            Event::ImageRow { row, frame, index, .. } => on_row(row / k, frame, index),
+            Event::Token { row, token, pmi: p } if self.vocab.is_visual(token) => pmi[row] += p,
+            _ => {}
         })?;
         if k > 1 {
-            let (cond, uncond): (Vec<Vec<i64>>, Vec<Vec<i64>>) = requests
-                .iter()
-                .map(|r| (r.prompt.clone(), r.negative.clone().expect("built above")))
-                .unzip();
-            let pmi = prompt_pmi(&self.lm, &self.vocab, &cond, &uncond, &out);
             out = out
                 .chunks(k)
                 .zip(pmi.chunks(k))

@@ -115,53 +115,71 @@ mod tests {
 
     #[test]
     fn best_of_keeps_the_candidate_its_prompt_explains_best() {
+        use emu_model::generate::{Event, Request, SamplingConfig, generate};
         let dir = tempfile::tempdir().unwrap();
         write_toy_model(dir.path(), 2).unwrap();
         let m = Emu3::load(dir.path(), None, Device::Cpu, Kind::Float).unwrap();
         let st = Structure::image(4, 4);
-        let cfg = GenerateConfig {
-            cfg_scale: 2.0,
-            sampling: emu_model::generate::SamplingConfig {
-                top_k_image: Some(8),
-                ..Default::default()
-            },
-            ..Default::default()
-        };
-        let prompts: Vec<String> = vec!["a red circle".into(), "two blue squares".into()];
+        let sampling = SamplingConfig { top_k_image: Some(8), ..Default::default() };
+        let cfg = GenerateConfig { cfg_scale: 2.0, sampling, ..Default::default() };
+        // More prompts than candidates, so that mapping rows by `% k` instead of `/ k` shows.
+        let prompts: Vec<String> =
+            ["a red circle", "two blue squares", "a green triangle", "a star"]
+                .map(String::from)
+                .to_vec();
         let k = 3;
-        // The same batch drawn one candidate per request: every candidate best_of chose from.
-        let repeated: Vec<String> =
-            prompts.iter().flat_map(|p| std::iter::repeat_n(p.clone(), k)).collect();
-        let cands = m.text_to_grid(&repeated, "", st, 1, &cfg, &mut |_, _, _| {}).unwrap();
+        // Every candidate best_of chooses from: the same batch, one draw per request, with the
+        // PMI of its codes as the engine reports it (checked against teacher forcing elsewhere).
         let fmt = m.format();
-        let cond: Vec<Vec<i64>> =
-            repeated.iter().map(|p| fmt.t2i_prompt(p, 4, 4).unwrap()).collect();
-        let neg = vec![fmt.t2i_prompt("", 4, 4).unwrap(); repeated.len()];
-        let toks: Vec<Vec<i64>> = cands.iter().map(|g| g.tokens.clone()).collect();
-        let pmi = emu_model::generate::prompt_pmi(&m.lm, &m.vocab, &cond, &neg, &toks);
-        assert!(
-            (0..prompts.len()).any(|i| toks[i * k..(i + 1) * k].windows(2).any(|w| w[0] != w[1])),
-            "candidates should differ, or the choice is not tested"
-        );
+        let neg = fmt.t2i_prompt("", 4, 4).unwrap();
+        let reqs: Vec<Request> = prompts
+            .iter()
+            .flat_map(|p| std::iter::repeat_n(p, k))
+            .map(|p| Request {
+                prompt: fmt.t2i_prompt(p, 4, 4).unwrap(),
+                negative: Some(neg.clone()),
+                structure: Some(st),
+                structure_offset: 0,
+            })
+            .collect();
+        let mut pmi = vec![0.0; reqs.len()];
+        let cands = generate(&m.lm, &m.vocab, &reqs, &cfg, &mut |e| {
+            if let Event::Token { row, token, pmi: p } = e
+                && m.vocab.is_visual(token)
+            {
+                pmi[row] += p;
+            }
+        })
+        .unwrap();
 
+        let mut rows_seen = std::collections::BTreeMap::new();
+        let best_cfg = GenerateConfig { best_of: k, ..cfg.clone() };
         let best = m
-            .text_to_grid(
-                &prompts,
-                "",
-                st,
-                1,
-                &GenerateConfig { best_of: k, ..cfg.clone() },
-                &mut |_, _, _| {},
-            )
+            .text_to_grid(&prompts, "", st, 1, &best_cfg, &mut |r, f, i| {
+                *rows_seen.entry((r, f, i)).or_insert(0) += 1
+            })
             .unwrap();
+        let mut chosen = Vec::new();
         for (i, g) in best.iter().enumerate() {
             let scores = &pmi[i * k..(i + 1) * k];
             let j = (0..k).max_by(|&a, &b| scores[a].total_cmp(&scores[b])).unwrap();
             assert_eq!(g.prompt, prompts[i]);
-            assert_eq!(g.tokens, toks[i * k + j], "prompt {i}: PMI {scores:?}");
+            assert_eq!(g.tokens, cands[i * k + j], "prompt {i}: PMI {scores:?}");
+            chosen.push(j);
         }
-        let zero = GenerateConfig { best_of: 0, ..cfg };
+        assert!(
+            chosen.iter().any(|&j| j != 0) && chosen.iter().any(|&j| j != k - 1),
+            "the winners {chosen:?} should not all sit at one end, or the choice is not tested"
+        );
+        // Progress reports each prompt's rows once per candidate, under the prompt's index.
+        assert_eq!(rows_seen.len(), prompts.len() * 4);
+        assert!(rows_seen.iter().all(|(&(r, f, _), &n)| r < prompts.len() && f == 0 && n == k));
+
+        let zero = GenerateConfig { best_of: 0, ..cfg.clone() };
         let err = m.text_to_grid(&prompts, "", st, 1, &zero, &mut |_, _, _| {}).unwrap_err();
         assert!(err.to_string().contains("best_of is 0"), "{err}");
+        let greedy = GenerateConfig { sampling: SamplingConfig::greedy(), ..best_cfg };
+        let err = m.text_to_grid(&prompts, "", st, 1, &greedy, &mut |_, _, _| {}).unwrap_err();
+        assert!(err.to_string().contains("identical candidates"), "{err}");
     }
 }

@@ -4,18 +4,18 @@
 //! With guidance g ≠ 1 the batch holds the conditional rows, then one unconditional
 //! (negative-prompt) row per request; each step combines them as the reference does, in
 //! log-softmax space: `g·(cond − uncond) + uncond`, and the sampled token is appended to both.
+//! The same two streams give each chosen token's pointwise mutual information with the prompt,
+//! `cond − uncond` at that token, which best-of-N sums to rank candidates.
 //!
 //! Shapes: R rows (requests, or twice that with guidance), L tokens, V vocabulary.
 
 pub mod constraint;
-pub mod rerank;
 pub mod sampling;
 
 use crate::model::Emu3ForCausalLM;
 use anyhow::{Result, ensure};
 pub use constraint::{GridConstraint, Structure};
 use emu_tokenizer::vocab::VocabLayout;
-pub use rerank::prompt_pmi;
 pub use sampling::{Sampler, SamplingConfig};
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
@@ -29,8 +29,10 @@ pub struct GenerateConfig {
     pub seed: u64,
     /// Upper bound on new tokens per request (a constrained grid needs its own count).
     pub max_new_tokens: i64,
-    /// Candidates drawn per image or video request; the one whose codes the prompt explains best
-    /// (the highest [`prompt_pmi`]) is kept. 1 draws one sample, as the reference does.
+    /// Candidates per text-to-image or text-to-video sample: `Emu3::text_to_grid` keeps the one
+    /// whose codes its prompt explains best (the highest sum of [`Event::Token`]'s `pmi`). 1 draws
+    /// once, as the reference does; continuation and answers always draw once. Above 1 the
+    /// engine runs the negative stream even without guidance, to score tokens.
     pub best_of: usize,
 }
 
@@ -50,7 +52,7 @@ impl Default for GenerateConfig {
 #[derive(Clone, Debug, Default)]
 pub struct Request {
     pub prompt: Vec<i64>,
-    /// The unconditional stream's prompt (needed when guidance is on).
+    /// The unconditional stream's prompt (needed with guidance or best-of scoring).
     pub negative: Option<Vec<i64>>,
     /// Generate this grid (image or video) under the structural constraint.
     pub structure: Option<Structure>,
@@ -61,8 +63,9 @@ pub struct Request {
 /// What the engine reports while it runs.
 #[derive(Debug)]
 pub enum Event<'a> {
-    /// A token was chosen for request `row`.
-    Token { row: usize, token: i64 },
+    /// A token was chosen for request `row`. `pmi` is `log p(token | prompt) − log p(token |
+    /// negative)`, how much the prompt raised its odds; 0 without a negative stream.
+    Token { row: usize, token: i64, pmi: f64 },
     /// An image row was completed (`codes` are its w code tokens).
     ImageRow { row: usize, frame: i64, index: i64, tokens: &'a [i64] },
     /// Request `row` ended (EOS, end of grid, or the token limit).
@@ -81,10 +84,13 @@ pub fn generate(
     ensure!(!requests.is_empty(), "nothing to generate: no requests");
     let b = requests.len();
     let guided = cfg.cfg_scale != 1.0;
+    let two_streams = guided || cfg.best_of > 1;
     ensure!(
-        !guided || requests.iter().all(|r| r.negative.is_some()),
-        "classifier-free guidance (scale {}) needs a negative prompt for every request",
-        cfg.cfg_scale
+        !two_streams || requests.iter().all(|r| r.negative.is_some()),
+        "classifier-free guidance (scale {}) and best-of scoring (best_of {}) need a negative \
+         prompt for every request",
+        cfg.cfg_scale,
+        cfg.best_of
     );
     let steps: Vec<i64> = requests
         .iter()
@@ -95,7 +101,7 @@ pub fn generate(
         .collect();
     let max_steps = *steps.iter().max().expect("non-empty");
     let mut rows: Vec<&[i64]> = requests.iter().map(|r| r.prompt.as_slice()).collect();
-    if guided {
+    if two_streams {
         rows.extend(requests.iter().map(|r| r.negative.as_deref().expect("checked above")));
     }
     ensure!(rows.iter().all(|r| !r.is_empty()), "every prompt needs at least one token (BOS)");
@@ -120,6 +126,7 @@ pub fn generate(
     let mut active: Vec<bool> = vec![true; b];
     for _ in 0..max_steps {
         let scores = guide(&logits, b, cfg.cfg_scale);
+        let pmi = two_streams.then(|| pmi_table(&logits, b).to_device(Device::Cpu));
         let mut next = vec![vocab.special.pad; b];
         for r in 0..b {
             if !active[r] {
@@ -133,7 +140,8 @@ pub fn generate(
             let token = sampler.sample(r, &row, in_grid);
             next[r] = token;
             out[r].push(token);
-            on_event(Event::Token { row: r, token });
+            let pmi = pmi.as_ref().map_or(0.0, |t| t.double_value(&[r as i64, token]));
+            on_event(Event::Token { row: r, token, pmi });
             if let Some(g) = grids[r].as_mut() {
                 g.advance();
                 if let Some((frame, index)) = g.closed_row() {
@@ -160,7 +168,7 @@ pub fn generate(
         }
         let mut feed = next.clone();
         let mut ok: Vec<bool> = active.clone();
-        if guided {
+        if two_streams {
             feed.extend(next.iter().copied());
             ok.extend(active.iter().copied());
         }
@@ -182,6 +190,14 @@ pub fn guide(logits: &Tensor, b: usize, scale: f64) -> Tensor {
     let cond = logits.narrow(0, 0, b).log_softmax(-1, Kind::Float);
     let uncond = logits.narrow(0, b, b).log_softmax(-1, Kind::Float);
     (cond - &uncond) * scale + uncond
+}
+
+/// `log_softmax(cond) − log_softmax(uncond)` of every token, `[2B,V] -> [B,V]`.
+fn pmi_table(logits: &Tensor, b: usize) -> Tensor {
+    let b = b as i64;
+    let logits = logits.to_kind(Kind::Float);
+    logits.narrow(0, 0, b).log_softmax(-1, Kind::Float)
+        - logits.narrow(0, b, b).log_softmax(-1, Kind::Float)
 }
 
 /// Left-pads token rows: ids `[R,L]` (pad id in the gaps) and validity `[R,L]`.

@@ -33,6 +33,11 @@ impl SamplingConfig {
         SamplingConfig { temperature: 0.0, ..Self::default() }
     }
 
+    /// Whether image and video tokens are chosen deterministically (argmax or top-1).
+    pub fn image_is_greedy(&self) -> bool {
+        self.temperature <= 0.0 || self.top_k_image.or(self.top_k) == Some(1)
+    }
+
     pub fn validate(&self) -> anyhow::Result<()> {
         anyhow::ensure!(
             self.temperature >= 0.0,
