@@ -1,22 +1,13 @@
 //! The generation engine: determinism, guidance, batching, constraints.
 
+mod common;
+
+use common::{fixture_lm as lm, fixture_vocab as vocab};
 use emu_model::generate::{GenerateConfig, Request, SamplingConfig, Structure, generate, guide};
 use emu_model::{Emu3ForCausalLM, KvCache};
-use emu_tokenizer::vocab::{SpecialIds, VocabLayout};
+use emu_tokenizer::vocab::VocabLayout;
 use proptest::prelude::*;
-use std::path::PathBuf;
 use tch::{Device, Kind, Tensor};
-
-fn lm() -> Emu3ForCausalLM {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../testdata/fixtures/emu3-tiny");
-    Emu3ForCausalLM::load(&dir, Device::Cpu, Kind::Float).unwrap()
-}
-
-/// The tiny fixture's layout: visual tokens 336..400 (64 codes).
-fn vocab() -> VocabLayout {
-    let s = SpecialIds { bos: 1, eos: 2, pad: 0, eol: 328, eof: 332, img: 329, boi: 330, eoi: 331 };
-    VocabLayout { special: s, visual_base: 336, codebook_size: 64, vocab_size: 400 }
-}
 
 fn t2i(caption: &[i64]) -> Vec<i64> {
     let mut p = vec![1];

@@ -1,22 +1,12 @@
 //! The engine's per-token pointwise mutual information with the prompt, which best-of-N sums:
 //! checked against each sample scored alone, teacher-forced without cache or padding.
 
+mod common;
+
+use common::{fixture_lm as lm, fixture_vocab as vocab};
 use emu_model::Emu3ForCausalLM;
 use emu_model::generate::{Event, GenerateConfig, Request, SamplingConfig, Structure, generate};
-use emu_tokenizer::vocab::{SpecialIds, VocabLayout};
-use std::path::PathBuf;
-use tch::{Device, Kind, Tensor};
-
-fn lm() -> Emu3ForCausalLM {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../testdata/fixtures/emu3-tiny");
-    Emu3ForCausalLM::load(&dir, Device::Cpu, Kind::Float).unwrap()
-}
-
-/// The tiny fixture's layout: visual tokens 336..400 (64 codes).
-fn vocab() -> VocabLayout {
-    let s = SpecialIds { bos: 1, eos: 2, pad: 0, eol: 328, eof: 332, img: 329, boi: 330, eoi: 331 };
-    VocabLayout { special: s, visual_base: 336, codebook_size: 64, vocab_size: 400 }
-}
+use tch::{Kind, Tensor};
 
 /// `log p(t | prefix + earlier generated)` of every generated token, from one unpadded pass.
 fn logp_alone(lm: &Emu3ForCausalLM, prefix: &[i64], generated: &[i64]) -> Vec<f64> {
