@@ -7,7 +7,7 @@
 //! The same two streams give each chosen token's pointwise mutual information with the prompt,
 //! `cond − uncond` at that token, which best-of-N sums to rank candidates.
 //!
-//! Shapes: R rows (requests, or twice that with guidance), L tokens, V vocabulary.
+//! Shapes: R rows (requests, or twice that with guidance or best-of), L tokens, V vocabulary.
 
 pub mod constraint;
 pub mod sampling;
@@ -83,8 +83,8 @@ pub fn generate(
     cfg.sampling.validate()?;
     ensure!(!requests.is_empty(), "nothing to generate: no requests");
     let b = requests.len();
-    let guided = cfg.cfg_scale != 1.0;
-    let two_streams = guided || cfg.best_of > 1;
+    // Guidance mixes the two streams; best-of ranks candidates by their difference.
+    let two_streams = cfg.cfg_scale != 1.0 || cfg.best_of > 1;
     ensure!(
         !two_streams || requests.iter().all(|r| r.negative.is_some()),
         "classifier-free guidance (scale {}) and best-of scoring (best_of {}) need a negative \
