@@ -125,8 +125,7 @@ pub fn generate(
     let mut out: Vec<Vec<i64>> = vec![Vec::new(); b];
     let mut active: Vec<bool> = vec![true; b];
     for _ in 0..max_steps {
-        let scores = guide(&logits, b, cfg.cfg_scale);
-        let pmi = two_streams.then(|| pmi_table(&logits, b).to_device(Device::Cpu));
+        let (scores, pmi) = guide_with_pmi(&logits, b, cfg.cfg_scale, two_streams);
         let mut next = vec![vocab.special.pad; b];
         for r in 0..b {
             if !active[r] {
@@ -182,22 +181,21 @@ pub fn generate(
 /// Conditional rows' scores: the logits themselves, or with guidance the reference's
 /// `g·(log_softmax(cond) − log_softmax(uncond)) + log_softmax(uncond)`. `[R,V] -> [B,V]`.
 pub fn guide(logits: &Tensor, b: usize, scale: f64) -> Tensor {
-    let b = b as i64;
-    let logits = logits.to_kind(Kind::Float);
-    if scale == 1.0 {
-        return logits.narrow(0, 0, b);
-    }
-    let cond = logits.narrow(0, 0, b).log_softmax(-1, Kind::Float);
-    let uncond = logits.narrow(0, b, b).log_softmax(-1, Kind::Float);
-    (cond - &uncond) * scale + uncond
+    guide_with_pmi(logits, b, scale, false).0
 }
 
-/// `log_softmax(cond) − log_softmax(uncond)` of every token, `[2B,V] -> [B,V]`.
-fn pmi_table(logits: &Tensor, b: usize) -> Tensor {
+/// [`guide`]'s scores and, with `pmi` (the unconditional rows must exist), every token's
+/// `log_softmax(cond) − log_softmax(uncond)`, the difference guidance scales. `[R,V] -> [B,V]`.
+fn guide_with_pmi(logits: &Tensor, b: usize, scale: f64, pmi: bool) -> (Tensor, Option<Tensor>) {
     let b = b as i64;
     let logits = logits.to_kind(Kind::Float);
-    logits.narrow(0, 0, b).log_softmax(-1, Kind::Float)
-        - logits.narrow(0, b, b).log_softmax(-1, Kind::Float)
+    if scale == 1.0 && !pmi {
+        return (logits.narrow(0, 0, b), None);
+    }
+    let uncond = logits.narrow(0, b, b).log_softmax(-1, Kind::Float);
+    let diff = logits.narrow(0, 0, b).log_softmax(-1, Kind::Float) - &uncond;
+    let scores = if scale == 1.0 { logits.narrow(0, 0, b) } else { &diff * scale + uncond };
+    (scores, pmi.then_some(diff))
 }
 
 /// Left-pads token rows: ids `[R,L]` (pad id in the gaps) and validity `[R,L]`.
