@@ -157,6 +157,31 @@ impl GenEvalPrompt {
         Scene::from_specs_rng(&specs, &mut rng)
     }
 
+    /// The same prompt naming its two objects in the order a reader meets them in `scene` (row by
+    /// row, left to right), as the world's captions do; other prompts come back unchanged.
+    /// Training captions follow this order so that "a red circle and a blue square" also says
+    /// which object comes first, the order in which the generator draws them.
+    pub fn in_reading_order(self, scene: &Scene) -> GenEvalPrompt {
+        let first = |r: &Requirement| {
+            scene
+                .objects
+                .iter()
+                .filter(|o| o.shape == r.shape && r.color.is_none_or(|c| c == o.color))
+                .map(|o| o.cell.reading_order())
+                .min()
+        };
+        match (self.category, &self.include[..]) {
+            (Category::TwoObject, &[a, b]) if first(&b) < first(&a) => {
+                GenEvalPrompt::two_object(b.shape, a.shape)
+            }
+            (Category::ColorAttr, &[a, b]) if first(&b) < first(&a) => {
+                let colour = |r: Requirement| r.color.expect("color_attr names colours");
+                GenEvalPrompt::color_attr((b.shape, colour(b)), (a.shape, colour(a)))
+            }
+            _ => self,
+        }
+    }
+
     /// Whether detections satisfy the prompt.
     pub fn score(&self, found: &[DetectedObject]) -> bool {
         let matching = |r: &Requirement| -> Vec<&DetectedObject> {
@@ -303,6 +328,38 @@ mod tests {
             area: 0.05,
             confidence: 1.0,
         }
+    }
+
+    #[test]
+    fn reading_order_names_the_first_object_first_and_keeps_the_prompt_true() {
+        let read_at = |p: &GenEvalPrompt, scene: &Scene, i: usize| {
+            let r = p.include[i];
+            let cells = scene
+                .objects
+                .iter()
+                .filter(|o| o.shape == r.shape && r.color.is_none_or(|c| c == o.color));
+            cells.map(|o| o.cell.reading_order()).min().expect("the scene satisfies the prompt")
+        };
+        let mut swapped = 0;
+        for cat in [Category::TwoObject, Category::ColorAttr] {
+            for (seed, p) in prompts(cat, 60, 3).into_iter().enumerate() {
+                let scene = p.example_scene(seed as u64);
+                let q = p.clone().in_reading_order(&scene);
+                assert!(read_at(&q, &scene, 0) < read_at(&q, &scene, 1), "{:?} {scene:?}", q.text);
+                assert!(q.score(&perfect_detection(&scene)), "{} no longer holds", q.text);
+                let (mut a, mut b) = (p.include.clone(), q.include.clone());
+                a.sort_by_key(|r| r.shape);
+                b.sort_by_key(|r| r.shape);
+                assert_eq!(a, b, "the same objects, in some order");
+                swapped += usize::from(q != p);
+            }
+        }
+        // Example scenes place objects at random, so about half the prompts turn around.
+        assert!((30..=90).contains(&swapped), "{swapped} of 120 swapped");
+        // A relation keeps its grammar: its words say where each object is.
+        let p = GenEvalPrompt::position(Shape::Star, Relation::RightOf, Shape::Circle);
+        let scene = p.example_scene(0);
+        assert_eq!(p.clone().in_reading_order(&scene), p);
     }
 
     #[test]

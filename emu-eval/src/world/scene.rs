@@ -194,6 +194,11 @@ impl Cell {
         (0..GRID).flat_map(|row| (0..GRID).map(move |col| Cell { col, row }))
     }
 
+    /// Sort key of reading order: row by row, left to right.
+    pub fn reading_order(self) -> (u8, u8) {
+        (self.row, self.col)
+    }
+
     /// Centre of the cell as fractions of the image side.
     pub fn center(self) -> [f32; 2] {
         let g = f32::from(GRID);

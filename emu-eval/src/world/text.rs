@@ -3,7 +3,9 @@
 //! Text is lowercase ASCII words separated by single spaces with no final period, so a small
 //! BPE tokenizer sees a tiny closed vocabulary. Every count in a caption is exact ("two red
 //! circles" means exactly two), and objects in a relation or with an event are described so
-//! that exactly one object fits. GenEval prompts are captions of this same grammar.
+//! that exactly one object fits. A caption that lists objects lists them in reading order (row
+//! by row, left to right), so the order of its phrases says which object comes first. GenEval
+//! prompts are captions of this same grammar.
 
 use rand::seq::{IndexedRandom, SliceRandom};
 use rand::{Rng, SeedableRng};
@@ -81,13 +83,15 @@ impl Detail {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum CaptionTemplate {
-    /// Every object, grouped at the given detail: "a red circle and two blue squares".
+    /// Every object, grouped at the given detail, groups in reading order of their first
+    /// object: "a red circle and two blue squares".
     Inventory(Detail),
     /// Total count: "three objects".
     Total,
     /// One group at the given detail: "two circles", "a red circle".
     Group(Detail),
-    /// Two groups with different shapes: "a circle and a star", "a red circle and a blue star".
+    /// Two groups with different shapes, in reading order: "a circle and a star", "a red circle
+    /// and a blue star".
     Pair(Detail),
     /// Two uniquely named objects and a relation: "a blue square to the left of a yellow star".
     Relation(Detail),
@@ -134,12 +138,13 @@ fn group_phrase(key: (Option<Size>, Option<Color>, Shape), n: usize) -> String {
 /// caption needs two objects that can be named uniquely).
 pub fn caption_with(scene: &Scene, template: CaptionTemplate, seed: u64) -> Option<String> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let objs = &scene.objects;
+    let mut objs = scene.objects.clone();
+    objs.sort_by_key(|o| o.cell.reading_order());
+    let objs = &objs;
     match template {
         CaptionTemplate::Total => Some(noun_phrase(objs.len(), None, None, None)),
         CaptionTemplate::Inventory(detail) => {
-            let mut gs = groups(objs, detail);
-            gs.shuffle(&mut rng);
+            let gs = groups(objs, detail);
             Some(gs.iter().map(|&(k, n)| group_phrase(k, n)).collect::<Vec<_>>().join(" and "))
         }
         CaptionTemplate::Group(detail) => {
@@ -151,7 +156,7 @@ pub fn caption_with(scene: &Scene, template: CaptionTemplate, seed: u64) -> Opti
             let gs = groups(objs, detail);
             let pairs: Vec<(usize, usize)> = (0..gs.len())
                 .flat_map(|i| (0..gs.len()).map(move |j| (i, j)))
-                .filter(|&(i, j)| gs[i].0.2 != gs[j].0.2)
+                .filter(|&(i, j)| i < j && gs[i].0.2 != gs[j].0.2)
                 .collect();
             let &(i, j) = pairs.choose(&mut rng)?;
             Some(format!(
@@ -302,10 +307,7 @@ mod tests {
             obj(Shape::Star, Yellow, Size::Large, 1, 1),
         ]);
         let inv = caption_with(&s, CaptionTemplate::Inventory(Detail::ColorShape), 1).unwrap();
-        assert!(
-            inv == "two red circles and a yellow star"
-                || inv == "a yellow star and two red circles"
-        );
+        assert_eq!(inv, "two red circles and a yellow star");
         assert_eq!(caption_with(&s, CaptionTemplate::Total, 0).unwrap(), "three objects");
         let sized =
             caption_with(&s, CaptionTemplate::Inventory(Detail::SizeColorShape), 4).unwrap();
@@ -325,6 +327,31 @@ mod tests {
             "a large yellow star below a large red circle",
         ];
         assert!(allowed.contains(&rel.as_str()), "{rel}");
+    }
+
+    #[test]
+    fn captions_name_objects_in_reading_order() {
+        use CaptionTemplate::{Inventory, Pair};
+        use Color::*;
+        // Row by row: the circle at (1, 0) is read before the star at (0, 1). The objects are
+        // listed in another order, so listing them as stored would fail.
+        let s = scene(vec![
+            obj(Shape::Square, Blue, Size::Large, 1, 1),
+            obj(Shape::Star, Yellow, Size::Large, 0, 1),
+            obj(Shape::Circle, Red, Size::Small, 1, 0),
+        ]);
+        let pairs = ["a circle and a star", "a circle and a square", "a star and a square"];
+        let mut seen = std::collections::HashSet::new();
+        for seed in 0..20 {
+            assert_eq!(
+                caption_with(&s, Inventory(Detail::ColorShape), seed).unwrap(),
+                "a red circle and a yellow star and a blue square"
+            );
+            let pair = caption_with(&s, Pair(Detail::Shape), seed).unwrap();
+            assert!(pairs.contains(&pair.as_str()), "{pair}");
+            seen.insert(pair);
+        }
+        assert_eq!(seen.len(), 3, "every pair is drawn: {seen:?}");
     }
 
     #[test]

@@ -70,7 +70,8 @@ fn world_image(cfg: &WorldData, i: usize) -> (Scene, String) {
         let cat = Category::ALL[rng.random_range(0..Category::ALL.len())];
         let prompt = world::prompts(cat, 1, seed).remove(0);
         let scene = prompt.example_scene(seed);
-        (scene, prompt.text)
+        let text = prompt.in_reading_order(&scene).text;
+        (scene, text)
     } else {
         let scene = Scene::random(seed);
         let caption = world::caption(&scene, seed);
