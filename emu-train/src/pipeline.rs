@@ -346,8 +346,9 @@ pub fn run(
     Ok(report)
 }
 
-/// What the tokens of this run are made from: the config's data and the two tokenizers (by
-/// digest, "absent" for one not made yet).
+/// What the tokens of this run are made from: the config's data, the version of the world's
+/// generator when a source is the world, and the two tokenizers (by digest, "absent" for one not
+/// made yet).
 fn tokens_made_from(
     cfg: &PipelineConfig,
     opts: &TokenizeOptions,
@@ -357,8 +358,10 @@ fn tokens_made_from(
     let digest = |p: &Path| -> Result<String> {
         if p.exists() { provenance::digest(p) } else { Ok("absent".into()) }
     };
+    let world = cfg.sources.iter().any(|s| matches!(s, Source::World(_)));
     Ok(serde_json::json!({
         "sources": cfg.sources,
+        "world_version": world.then_some(emu_eval::world::VERSION),
         "cfg_dropout": opts.cfg_dropout,
         "seed": opts.seed,
         "qa_turns": opts.qa_turns,
@@ -431,4 +434,37 @@ pub fn model_config(
 /// The run folder for a name under `runs_root`.
 pub fn run_dir(runs_root: &Path, name: &str) -> PathBuf {
     runs_root.join(name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn token_records_carry_the_world_version_so_an_older_world_is_not_reused() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = TokenizeOptions::default();
+        let made = |cfg: &PipelineConfig| {
+            tokens_made_from(cfg, &opts, &dir.path().join("tokenizer.json"), dir.path()).unwrap()
+        };
+        let cfg = PipelineConfig::preset("smoke").unwrap();
+        assert_eq!(made(&cfg)["world_version"], json!(world::VERSION));
+        let folder = PipelineConfig {
+            sources: vec![Source::ImageFolder {
+                dir: "images".into(),
+                captions: "captions.jsonl".into(),
+                size: 32,
+            }],
+            ..cfg.clone()
+        };
+        assert!(made(&folder)["world_version"].is_null(), "a folder source owes nothing to it");
+
+        let mut older = made(&cfg);
+        older["world_version"] = json!(world::VERSION - 1);
+        provenance::record(dir.path(), &older).unwrap();
+        let err = format!("{:#}", provenance::check(dir.path(), &made(&cfg), None).unwrap_err());
+        let was = format!("`world_version` was {}", world::VERSION - 1);
+        assert!(err.contains(&was) && err.contains("delete"), "{err}");
+    }
 }

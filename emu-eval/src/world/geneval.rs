@@ -158,9 +158,10 @@ impl GenEvalPrompt {
     }
 
     /// The same prompt naming its two objects in the order a reader meets them in `scene` (row by
-    /// row, left to right), as the world's captions do; other prompts come back unchanged.
-    /// Training captions follow this order so that "a red circle and a blue square" also says
-    /// which object comes first, the order in which the generator draws them.
+    /// row, left to right), as the world's captions do; other prompts, and prompts the scene does
+    /// not satisfy, come back unchanged. Training captions follow this order so that "a red
+    /// circle and a blue square" also says which object comes first, the order in which the
+    /// generator draws them.
     pub fn in_reading_order(self, scene: &Scene) -> GenEvalPrompt {
         let first = |r: &Requirement| {
             scene
@@ -170,11 +171,15 @@ impl GenEvalPrompt {
                 .map(|o| o.cell.reading_order())
                 .min()
         };
+        let later = |a: &Requirement, b: &Requirement| match (first(a), first(b)) {
+            (Some(x), Some(y)) => x > y,
+            _ => false,
+        };
         match (self.category, &self.include[..]) {
-            (Category::TwoObject, &[a, b]) if first(&b) < first(&a) => {
+            (Category::TwoObject, &[a, b]) if later(&a, &b) => {
                 GenEvalPrompt::two_object(b.shape, a.shape)
             }
-            (Category::ColorAttr, &[a, b]) if first(&b) < first(&a) => {
+            (Category::ColorAttr, &[a, b]) if later(&a, &b) => {
                 let colour = |r: Requirement| r.color.expect("color_attr names colours");
                 GenEvalPrompt::color_attr((b.shape, colour(b)), (a.shape, colour(a)))
             }
@@ -360,6 +365,14 @@ mod tests {
         let p = GenEvalPrompt::position(Shape::Star, Relation::RightOf, Shape::Circle);
         let scene = p.example_scene(0);
         assert_eq!(p.clone().in_reading_order(&scene), p);
+        // A scene without one of the objects says nothing about their order.
+        let p = GenEvalPrompt::two_object(Shape::Star, Shape::Circle);
+        let circle_only = GenEvalPrompt::single_object(Shape::Circle).example_scene(0);
+        let circle_only = Scene {
+            objects: circle_only.objects.into_iter().filter(|o| o.shape != Shape::Star).collect(),
+            ..circle_only
+        };
+        assert_eq!(p.clone().in_reading_order(&circle_only), p);
     }
 
     #[test]

@@ -27,6 +27,11 @@ pub mod text;
 pub mod track;
 pub mod video;
 
+/// The version of what a world seed makes: bumped whenever rendering or text changes the records
+/// a seed gives, so that token folders an older world made are not reused as if they were the
+/// same data. 2: captions list objects in reading order.
+pub const VERSION: u32 = 2;
+
 pub use accuracy::{DetectorReport, degradation_report, evaluate_detector};
 pub use degrade::{Degradation, degrade};
 pub use detect::{DetectedObject, detect};

@@ -194,7 +194,8 @@ impl Cell {
         (0..GRID).flat_map(|row| (0..GRID).map(move |col| Cell { col, row }))
     }
 
-    /// Sort key of reading order: row by row, left to right.
+    /// Sort key of reading order: row by row, left to right. (`Cell`'s own order compares the
+    /// column first, so sorting by the cell itself would read column by column.)
     pub fn reading_order(self) -> (u8, u8) {
         (self.row, self.col)
     }

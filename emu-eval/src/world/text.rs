@@ -3,9 +3,10 @@
 //! Text is lowercase ASCII words separated by single spaces with no final period, so a small
 //! BPE tokenizer sees a tiny closed vocabulary. Every count in a caption is exact ("two red
 //! circles" means exactly two), and objects in a relation or with an event are described so
-//! that exactly one object fits. A caption that lists objects lists them in reading order (row
-//! by row, left to right), so the order of its phrases says which object comes first. GenEval
-//! prompts are captions of this same grammar.
+//! that exactly one object fits. A still scene's caption that lists objects lists them in
+//! reading order (row by row, left to right), so the order of its phrases says which comes
+//! first; a video's clauses stay in random order. GenEval prompts are captions of this same
+//! grammar.
 
 use rand::seq::{IndexedRandom, SliceRandom};
 use rand::{Rng, SeedableRng};
