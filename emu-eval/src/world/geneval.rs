@@ -79,6 +79,13 @@ pub struct GenEvalPrompt {
     pub relation: Option<Relation>,
 }
 
+impl Requirement {
+    /// Whether an object of this shape and colour counts towards the requirement.
+    pub fn matches(&self, shape: Shape, color: Color) -> bool {
+        shape == self.shape && self.color.is_none_or(|c| c == color)
+    }
+}
+
 fn req(shape: Shape, count: usize, color: Option<Color>) -> Requirement {
     Requirement { shape, count, color }
 }
@@ -167,7 +174,7 @@ impl GenEvalPrompt {
             scene
                 .objects
                 .iter()
-                .filter(|o| o.shape == r.shape && r.color.is_none_or(|c| c == o.color))
+                .filter(|o| r.matches(o.shape, o.color))
                 .map(|o| o.cell.reading_order())
                 .min()
         };
@@ -190,10 +197,7 @@ impl GenEvalPrompt {
     /// Whether detections satisfy the prompt.
     pub fn score(&self, found: &[DetectedObject]) -> bool {
         let matching = |r: &Requirement| -> Vec<&DetectedObject> {
-            found
-                .iter()
-                .filter(|d| d.shape == r.shape && r.color.is_none_or(|c| c == d.color))
-                .collect()
+            found.iter().filter(|d| r.matches(d.shape, d.color)).collect()
         };
         let counts_ok = self.include.iter().all(|r| {
             let n = matching(r).len();
@@ -339,10 +343,7 @@ mod tests {
     fn reading_order_names_the_first_object_first_and_keeps_the_prompt_true() {
         let read_at = |p: &GenEvalPrompt, scene: &Scene, i: usize| {
             let r = p.include[i];
-            let cells = scene
-                .objects
-                .iter()
-                .filter(|o| o.shape == r.shape && r.color.is_none_or(|c| c == o.color));
+            let cells = scene.objects.iter().filter(|o| r.matches(o.shape, o.color));
             cells.map(|o| o.cell.reading_order()).min().expect("the scene satisfies the prompt")
         };
         let mut swapped = 0;
