@@ -74,7 +74,10 @@ fn load_records(sources: &[Source]) -> Result<Vec<Record>> {
     let mut out = Vec::new();
     for s in sources {
         match s {
-            Source::World(w) => out.extend(records::world_records(w)),
+            Source::World(w) => {
+                w.validate()?;
+                out.extend(records::world_records(w));
+            }
             Source::ImageFolder { dir, captions, size } => {
                 let (r, skipped) = records::image_folder_records(dir, captions, *size)?;
                 eprintln!("{}: {} records, {skipped} skipped", captions.display(), r.len());

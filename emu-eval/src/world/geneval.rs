@@ -138,6 +138,13 @@ impl GenEvalPrompt {
     /// A scene satisfying the prompt with exact counts (so the prompt is also a true caption),
     /// plus up to two distractors of shapes the prompt does not mention.
     pub fn example_scene(&self, seed: u64) -> Scene {
+        self.scene_with_distractors(seed, 2)
+    }
+
+    /// A scene satisfying the prompt with exact counts, plus up to `most` distractors (as many as
+    /// the grid has room for) of shapes the prompt does not mention. With `most` 0 the prompt
+    /// names everything in the scene: it is the scene's complete caption.
+    pub fn scene_with_distractors(&self, seed: u64, most: usize) -> Scene {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let mut specs: Vec<ObjectSpec> = Vec::new();
         let cells: Option<(Cell, Cell)> = self.relation.map(|rel| {
@@ -155,7 +162,7 @@ impl GenEvalPrompt {
         }
         let others: Vec<Shape> =
             Shape::ALL.into_iter().filter(|s| self.include.iter().all(|r| r.shape != *s)).collect();
-        let n_extra = rng.random_range(0..=(MAX_OBJECTS - specs.len()).min(2));
+        let n_extra = rng.random_range(0..=(MAX_OBJECTS - specs.len()).min(most));
         for _ in 0..n_extra {
             specs
                 .push(ObjectSpec { shape: others.choose(&mut rng).copied(), ..Default::default() });
@@ -440,6 +447,25 @@ mod tests {
         );
         // (1/3 + 1) / 2, not the pooled 2/4.
         assert!((r.overall - 2.0 / 3.0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn without_distractors_a_prompt_names_everything_in_its_scene() {
+        let (mut with_extras, mut scenes) = (0, 0);
+        for c in Category::ALL {
+            for (i, p) in all_prompts(c).iter().enumerate().step_by(7) {
+                let named: usize = p.include.iter().map(|r| r.count).sum();
+                let exact = p.scene_with_distractors(i as u64, 0);
+                assert!(p.score(&perfect_detection(&exact)), "{p:?} unsatisfied by {exact:?}");
+                assert_eq!(exact.objects.len(), named, "{:?} in {exact:?}", p.text);
+                let example = p.example_scene(i as u64);
+                assert!(example.objects.len() <= (named + 2).min(MAX_OBJECTS), "{example:?}");
+                with_extras += usize::from(example.objects.len() > named);
+                scenes += 1;
+            }
+        }
+        // Example scenes draw 0..=2 distractors where there is room, so many have some.
+        assert!(with_extras * 3 > scenes, "{with_extras} of {scenes} example scenes had extras");
     }
 
     #[test]

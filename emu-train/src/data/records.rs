@@ -41,6 +41,10 @@ pub struct WorldData {
     /// Share of images drawn from GenEval-style prompts (their example scenes) rather than random
     /// scenes, so that every prompt form of the benchmark's language is seen in training.
     pub prompt_share: f64,
+    /// Most distractors (objects of shapes the prompt does not name) in a scene drawn from a
+    /// prompt. 0: the prompt names everything in its image, so that, as in the captions that
+    /// list every object, nothing in the image is left to chance.
+    pub prompt_distractors: usize,
     pub seed: u64,
 }
 
@@ -54,8 +58,28 @@ impl Default for WorldData {
             fps: 8,
             qa_per_image: 2,
             prompt_share: 0.5,
+            prompt_distractors: 0,
             seed: 1,
         }
+    }
+}
+
+impl WorldData {
+    /// Rejects fields no world can honour, naming the field.
+    pub fn validate(&self) -> Result<()> {
+        ensure!(
+            (0.0..=1.0).contains(&self.prompt_share),
+            "world source: `prompt_share` is {}; expected a share between 0 and 1",
+            self.prompt_share
+        );
+        let room = world::scene::MAX_OBJECTS - 1;
+        ensure!(
+            self.prompt_distractors <= room,
+            "world source: `prompt_distractors` is {}; a scene has room for at most {room} beside \
+             a prompt's one object",
+            self.prompt_distractors
+        );
+        Ok(())
     }
 }
 
@@ -69,7 +93,7 @@ fn world_image(cfg: &WorldData, i: usize) -> (Scene, String) {
     if rng.random::<f64>() < cfg.prompt_share {
         let cat = Category::ALL[rng.random_range(0..Category::ALL.len())];
         let prompt = world::prompts(cat, 1, seed).remove(0);
-        let scene = prompt.example_scene(seed);
+        let scene = prompt.scene_with_distractors(seed, cfg.prompt_distractors);
         let text = prompt.in_reading_order(&scene).text;
         (scene, text)
     } else {
@@ -260,6 +284,35 @@ mod tests {
         // distinct objects, so they are the rarest).
         assert_eq!(kinds.len(), 4, "{kinds:?}");
         assert!(kinds.values().all(|&n| n >= 60), "{kinds:?}");
+    }
+
+    #[test]
+    fn world_fields_out_of_range_are_refused_by_name() {
+        assert!(WorldData::default().validate().is_ok());
+        let err = |w: WorldData| format!("{:#}", w.validate().unwrap_err());
+        let e = err(WorldData { prompt_distractors: 4, ..WorldData::default() });
+        assert!(e.contains("`prompt_distractors` is 4") && e.contains("at most 3"), "{e}");
+        let e = err(WorldData { prompt_share: 1.5, ..WorldData::default() });
+        assert!(e.contains("`prompt_share` is 1.5"), "{e}");
+    }
+
+    #[test]
+    fn prompt_drawn_scenes_hold_what_their_caption_names_plus_the_distractors_allowed() {
+        let objects = |most: usize| -> Vec<usize> {
+            let cfg =
+                WorldData { prompt_share: 1.0, prompt_distractors: most, ..Default::default() };
+            (0..200).map(|i| world_image(&cfg, i).0.objects.len()).collect()
+        };
+        // Each scene's caption is its prompt, so the phrases' counts add up to its objects.
+        let cfg = WorldData { prompt_share: 1.0, ..Default::default() };
+        for i in 0..200 {
+            let (scene, caption) = world_image(&cfg, i);
+            let views: Vec<_> = scene.objects.iter().map(world::parse::ObjectView::from).collect();
+            assert!(world::parse::text_holds(&caption, &views), "{caption:?} of {scene:?}");
+        }
+        let (exact, loose) = (objects(0), objects(2));
+        assert!(exact.iter().zip(&loose).all(|(e, l)| e <= l));
+        assert!(exact.iter().sum::<usize>() < loose.iter().sum::<usize>());
     }
 
     #[test]
