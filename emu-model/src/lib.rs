@@ -11,6 +11,7 @@ pub mod layers;
 pub mod layout;
 pub mod model;
 pub mod objective;
+pub mod packing;
 pub mod parity;
 pub mod pipeline;
 
@@ -18,3 +19,4 @@ pub use cache::KvCache;
 pub use config::Emu3Config;
 pub use layout::LmLayout;
 pub use model::Emu3ForCausalLM;
+pub use packing::Packing;

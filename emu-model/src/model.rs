@@ -7,6 +7,7 @@
 use crate::cache::KvCache;
 use crate::config::Emu3Config;
 use crate::layers::{Embedding, Linear, RmsNorm, Rope};
+use crate::packing::{Packing, packed_layout};
 use anyhow::Result;
 use emu_tokenizer::nn::Params;
 use tch::{Device, Kind, Tensor, nn::VarStore};
@@ -230,10 +231,11 @@ impl Emu3ForCausalLM {
     }
 
     /// Hidden states of packed sequences `[B,L] -> [B,L,D]`: each `doc_start` token opens a
-    /// document whose tokens attend only within it and count positions from 0, exactly as the
-    /// document would run alone at inference.
-    pub fn hidden_packed(&self, ids: &Tensor, doc_start: i64, train: bool) -> Tensor {
-        let (positions, mask) = packed_layout(ids, doc_start);
+    /// document whose tokens attend only within it and count positions from 0 (and each of its
+    /// turns, with `packing.turns`, only its prefix and itself), exactly as it would run alone at
+    /// inference.
+    pub fn hidden_packed(&self, ids: &Tensor, packing: Packing, train: bool) -> Tensor {
+        let (positions, mask) = packed_layout(ids, packing);
         self.run(ids, &positions, Keys::Fresh { mask: Some(mask) }, train)
     }
 
@@ -280,20 +282,6 @@ impl Emu3ForCausalLM {
             w.device(),
         )
     }
-}
-
-/// Positions `[B,L]` and the block-causal `[B,1,L,L]` bool mask of packed documents, each
-/// opened by a `doc_start` token; tokens before the first one form a document of their own.
-pub fn packed_layout(ids: &Tensor, doc_start: i64) -> (Tensor, Tensor) {
-    let (_, l) = ids.size2().expect("packed ids must be [B,L]");
-    let dev = ids.device();
-    let starts = ids.eq(doc_start);
-    let doc = starts.cumsum(1, Kind::Int64);
-    let idx = Tensor::arange(l, (Kind::Int64, dev)).unsqueeze(0);
-    let opened_at = (&idx * starts.to_kind(Kind::Int64)).cummax(1).0;
-    let same = doc.unsqueeze(2).eq_tensor(&doc.unsqueeze(1));
-    let causal = Tensor::ones([l, l], (Kind::Bool, dev)).tril(0);
-    (&idx - opened_at, same.logical_and(&causal).unsqueeze(1))
 }
 
 /// `[B,1,L,S]` bool: new token i (slot `start + i`) attends to earlier valid slots and to itself

@@ -7,6 +7,7 @@
 //! Shapes: B batch, L tokens, V vocabulary.
 
 use crate::model::Emu3ForCausalLM;
+use crate::packing::Packing;
 use tch::{Kind, Reduction, Tensor};
 
 /// Labels with this value are ignored (PyTorch's convention).
@@ -24,14 +25,14 @@ pub struct TrainOutput {
 impl Emu3ForCausalLM {
     /// `labels[b, t]` is the token expected at position t (usually `ids` itself, or -100); the
     /// shift by one happens here. `weights` (`[B,L]`, default 1) weigh each label. With
-    /// `doc_start`, `ids` are packed documents that each open with that token and see only
-    /// themselves (see [`Emu3ForCausalLM::hidden_packed`]). `train` switches dropout on.
+    /// `packing`, `ids` are packed documents that each see only themselves (see
+    /// [`Emu3ForCausalLM::hidden_packed`]). `train` switches dropout on.
     pub fn forward_train(
         &self,
         ids: &Tensor,
         labels: &Tensor,
         weights: Option<&Tensor>,
-        doc_start: Option<i64>,
+        packing: Option<Packing>,
         train: bool,
         want_logits: bool,
     ) -> TrainOutput {
@@ -39,8 +40,8 @@ impl Emu3ForCausalLM {
         if let Some(w) = weights {
             assert_eq!(w.size(), ids.size(), "weights must have the shape of ids");
         }
-        let hidden = match doc_start {
-            Some(t) => self.hidden_packed(ids, t, train),
+        let hidden = match packing {
+            Some(p) => self.hidden_packed(ids, p, train),
             None => self.hidden(ids, train),
         };
         let logits = self.lm_head.forward(&hidden).to_kind(Kind::Float);

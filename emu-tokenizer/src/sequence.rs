@@ -27,6 +27,21 @@ impl EncodeText for crate::text::TextTokenizer {
 pub const CHAT_PREFIX: &str = "You are a helpful assistant. USER: ";
 pub const CHAT_SUFFIX: &str = ". ASSISTANT:";
 
+/// How the later turns of a multi-turn chat sample are laid out.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TurnLayout {
+    /// Emu3-Chat's conversation: each later turn is `" USER: {question}. ASSISTANT: {answer}"
+    /// EOS` and sees every turn before it.
+    #[default]
+    Continued,
+    /// Each later turn is `"{question}. ASSISTANT: {answer}" EOS`, the first turn's own form after
+    /// the image, to be trained as if asked alone: with a turn mask (`emu_model::Packing::turns`,
+    /// the image's EOI ending the prefix and EOS each turn) it sees only the prompt up to the
+    /// image and itself. Earlier answers then cannot give later ones away.
+    Alone,
+}
+
 /// How a training sample's loss is weighted.
 #[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum Weighting {
@@ -290,18 +305,20 @@ impl<'a, E: EncodeText> SequenceFormat<'a, E> {
         question: &str,
         answer: &str,
     ) -> Result<Sample> {
-        self.chat_turns_sample(codes, h, w, &[(question.to_string(), answer.to_string())])
+        let turn = [(question.to_string(), answer.to_string())];
+        self.chat_turns_sample(codes, h, w, &turn, TurnLayout::Continued)
     }
 
     /// Several question/answer turns about one image, which then appears once: the first turn is
-    /// exactly [`Self::chat_sample`]'s, each later one continues after the previous answer's EOS
-    /// with `" USER: {question}. ASSISTANT: {answer}" EOS`.
+    /// exactly [`Self::chat_sample`]'s, each later one follows the previous answer's EOS as
+    /// `layout` says.
     pub fn chat_turns_sample(
         &self,
         codes: &[i64],
         h: i64,
         w: i64,
         turns: &[(String, String)],
+        layout: TurnLayout,
     ) -> Result<Sample> {
         let Some((first, _)) = turns.first() else {
             bail!("a chat sample needs at least one question/answer turn");
@@ -309,7 +326,11 @@ impl<'a, E: EncodeText> SequenceFormat<'a, E> {
         let mut out = self.chat_prompt(codes, h, w, first)?;
         for (i, (question, answer)) in turns.iter().enumerate() {
             if i > 0 {
-                out.push(&self.text(&format!(" USER: {question}{CHAT_SUFFIX}"))?, Role::Context);
+                let asked = match layout {
+                    TurnLayout::Continued => format!(" USER: {question}{CHAT_SUFFIX}"),
+                    TurnLayout::Alone => format!("{question}{CHAT_SUFFIX}"),
+                };
+                out.push(&self.text(&asked)?, Role::Context);
             }
             out.push(&self.text(&format!(" {answer}"))?, Role::Target);
             out.push(&[self.vocab.special.eos], Role::Target);
@@ -426,7 +447,7 @@ mod tests {
         // Two turns: the first is the one-turn sample; the second adds its own answer and EOS.
         let turns =
             [("what".to_string(), "red".to_string()), ("how".to_string(), "two".to_string())];
-        let two = fmt.chat_turns_sample(&codes, 2, 3, &turns).unwrap();
+        let two = fmt.chat_turns_sample(&codes, 2, 3, &turns, TurnLayout::Continued).unwrap();
         assert_eq!(two.ids[..chat.len()], chat.ids[..]);
         let mut rest: Vec<i64> =
             format!(" USER: how{CHAT_SUFFIX} two").bytes().map(i64::from).collect();
@@ -434,7 +455,16 @@ mod tests {
         assert_eq!(two.ids[chat.len()..], rest[..]);
         assert_eq!(two.weights(Weighting::TextOnly).iter().sum::<f32>(), 2.0 * (4.0 + 1.0));
         assert_eq!(two.ids.iter().filter(|&&t| t == v.special.img).count(), 1, "one image");
-        let err = fmt.chat_turns_sample(&codes, 2, 3, &[]).unwrap_err();
+        // Laid out alone, the second turn is asked as the first was, right after the image.
+        let alone = fmt.chat_turns_sample(&codes, 2, 3, &turns, TurnLayout::Alone).unwrap();
+        let first_question = chat.ids.len() - " red".len() - 1 - format!("what{CHAT_SUFFIX}").len();
+        let mut second = chat.ids[..first_question].to_vec();
+        second.extend(format!("how{CHAT_SUFFIX} two").bytes().map(i64::from));
+        second.push(v.special.eos);
+        assert_eq!(alone.ids[..chat.len()], chat.ids[..]);
+        assert_eq!(alone.ids[chat.len()..], second[first_question..]);
+        assert_eq!(alone.weights(Weighting::TextOnly).iter().sum::<f32>(), 2.0 * (4.0 + 1.0));
+        let err = fmt.chat_turns_sample(&codes, 2, 3, &[], TurnLayout::Continued).unwrap_err();
         assert!(err.to_string().contains("at least one"), "{err}");
         let mut broken = s.ids[img_at + 1..].to_vec();
         broken[3] = 5;

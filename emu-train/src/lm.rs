@@ -17,9 +17,9 @@ use crate::dist::Dist;
 use crate::metrics::Metrics;
 use crate::optim::{AdamWConfig, lr_at};
 use anyhow::{Context, Result, ensure};
-use emu_model::{Emu3Config, Emu3ForCausalLM};
+use emu_model::{Emu3Config, Emu3ForCausalLM, Packing};
 use emu_tokenizer::checkpoint::Checkpoint;
-use emu_tokenizer::sequence::Weighting;
+use emu_tokenizer::sequence::{TurnLayout, Weighting};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 use std::time::Instant;
@@ -228,7 +228,17 @@ pub fn train_lm(
         updater.load_state(&|n| opt.tensor(n, device), state.step)?;
     }
     let pad = model_cfg.pad_token_id;
-    let doc_start = cfg.doc_mask.then_some(model_cfg.bos_token_id);
+    // Turns laid out alone need their mask, which works within documents.
+    let alone = tokens.index.turn_layout == TurnLayout::Alone;
+    ensure!(
+        cfg.doc_mask || !alone,
+        "the token store lays out chat turns to train alone, which needs `doc_mask`: set \
+         `doc_mask` to true in the training config, or tokenize with turns continued"
+    );
+    let packing = cfg.doc_mask.then_some(Packing {
+        doc_start: model_cfg.bos_token_id,
+        turns: alone.then_some((model_cfg.eoi_token_id, model_cfg.eos_token_id)),
+    });
     let mut loader = Loader::new(
         &tokens.samples,
         |t| cfg.weighting(t),
@@ -269,7 +279,7 @@ pub fn train_lm(
             let (ids, labels, weights) =
                 (ids.to_device(device), labels.to_device(device), weights.to_device(device));
             let out = crate::dist::c10d::bf16_autocast(device, cfg.bf16, || {
-                lm.forward_train(&ids, &labels, Some(&weights), doc_start, true, false)
+                lm.forward_train(&ids, &labels, Some(&weights), packing, true, false)
             });
             let share = out.loss * (out.weight_sum / total_weight.max(1e-12));
             share.backward();

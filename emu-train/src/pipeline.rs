@@ -157,6 +157,7 @@ pub fn run(
         cfg_dropout: cfg.cfg_dropout,
         seed: cfg.lm_train.seed,
         qa_turns: cfg.qa_turns,
+        turn_layout: cfg.turn_layout,
         ..Default::default()
     };
     tokenize_opts.validate().context("the pipeline config")?;
@@ -368,6 +369,7 @@ fn tokens_made_from(
         "cfg_dropout": opts.cfg_dropout,
         "seed": opts.seed,
         "qa_turns": opts.qa_turns,
+        "turn_layout": opts.turn_layout,
         "text_tokenizer": digest(tok_path)?,
         "vision_tokenizer": digest(&vq_dir.join("model.safetensors"))?,
     }))

@@ -9,6 +9,7 @@ use crate::vq_train::VqTrainConfig;
 use anyhow::{Result, bail};
 use emu_eval::bench::BenchOptions;
 use emu_model::Emu3Config;
+use emu_tokenizer::sequence::TurnLayout;
 use emu_tokenizer::vq::VqConfig;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
@@ -81,6 +82,9 @@ pub struct PipelineConfig {
     pub cfg_dropout: f64,
     /// Most question/answer turns per understanding sample (the image appears once per sample).
     pub qa_turns: usize,
+    /// How a sample's later turns are laid out: `continued` (Emu3-Chat's conversation) or
+    /// `alone` (each trained as if asked right after the image, as evaluation asks it).
+    pub turn_layout: TurnLayout,
     /// The transformer's shape; its vocabulary and token ids are filled in from the tokenizer.
     pub model: Emu3Config,
     pub lm_train: LmTrainConfig,
@@ -226,6 +230,7 @@ impl PipelineConfig {
             bpe_vocab: 512,
             cfg_dropout: 0.1,
             qa_turns: 4,
+            turn_layout: TurnLayout::Continued,
             model,
             lm_train,
             chat: Some(ChatPhase { steps: 2000, warmup: 100, lr: 2e-3, ..ChatPhase::default() }),

@@ -1,5 +1,6 @@
 //! Data sources, pre-tokenisation and VQ training on small inputs.
 
+use emu_tokenizer::sequence::{Sample, TurnLayout};
 use emu_tokenizer::text::TextTokenizer;
 use emu_tokenizer::vocab::visual_token_name;
 use emu_tokenizer::vq::{VqConfig, VqModel};
@@ -113,6 +114,24 @@ fn pre_tokenisation_writes_every_task_of_every_record() {
     };
     assert_eq!(tally(vocab.special.eos), 18);
     assert_eq!(tally(vocab.special.img), 12);
+    assert_eq!(store.index.turn_layout, TurnLayout::Continued);
+    // Laid out alone, later turns drop the " USER: " that joins a conversation, and the index
+    // says so, for the training loop to mask them.
+    let alone = tempfile::tempdir().unwrap();
+    let alone_opts = TokenizeOptions { turn_layout: TurnLayout::Alone, ..opts.clone() };
+    tokenize(&recs, &vq, &text, &vocab, alone.path(), &alone_opts).unwrap();
+    let alone = TokenStore::open(alone.path()).unwrap();
+    assert_eq!(alone.index.turn_layout, TurnLayout::Alone);
+    let alone_chat: Vec<_> =
+        alone.samples.iter().filter(|(_, k)| *k == Task::Understanding).map(|(s, _)| s).collect();
+    assert_eq!(alone_chat.len(), chat.len());
+    for (a, c) in alone_chat.iter().zip(&chat) {
+        let ends = |s: &&Sample| s.ids.iter().filter(|&&t| t == vocab.special.eos).count();
+        assert_eq!(ends(a), ends(c), "the same turns");
+        // (The first words of later questions may tokenize differently without the space.)
+        let shorter = if ends(c) > 1 { a.len() < c.len() } else { a.ids == c.ids };
+        assert!(shorter, "{:?} against {:?}", a.ids, c.ids);
+    }
     let zero = TokenizeOptions { qa_turns: 0, ..opts };
     let err = tokenize(&recs, &vq, &text, &vocab, grouped.path(), &zero).unwrap_err();
     assert!(err.to_string().contains("qa_turns is 0"), "{err}");

@@ -5,6 +5,7 @@ mod common;
 
 use common::{companions, config, model_cfg, store};
 use emu_model::{Emu3Config, Emu3ForCausalLM};
+use emu_tokenizer::sequence::TurnLayout;
 use emu_train::checkpoint;
 use emu_train::data::shards::{Task, TokenStore};
 use emu_train::dist::Dist;
@@ -231,4 +232,29 @@ fn a_task_list_trains_on_its_tasks_only_and_an_empty_selection_is_an_error() {
         msg.contains("SftGen") && msg.contains("Understanding") && msg.contains("`tasks`"),
         "{msg}"
     );
+}
+
+#[test]
+fn turns_laid_out_alone_need_the_document_mask() {
+    let _serial = serial();
+    let mut st = store(10, 4);
+    st.index.turn_layout = TurnLayout::Alone;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = LmTrainConfig { doc_mask: false, ..config(1) };
+    let comp = companions(dir.path());
+    let err = train_lm(
+        dir.path(),
+        &model_cfg(),
+        None,
+        &st,
+        &comp,
+        &cfg,
+        &Dist::single(),
+        &mut |_| Ok(()),
+    );
+    let msg = format!("{:#}", err.err().expect("turns alone without the document mask"));
+    assert!(msg.contains("`doc_mask`") && msg.contains("alone"), "{msg}");
+    // With the mask, the same store trains.
+    let (losses, _) = train_recording_losses(dir.path(), &st, &config(1));
+    assert!(losses[0].is_finite());
 }

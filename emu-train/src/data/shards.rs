@@ -6,7 +6,7 @@
 
 use anyhow::{Context, Result, ensure};
 use emu_tokenizer::checkpoint::{Checkpoint, save_atomic, write_atomic};
-use emu_tokenizer::sequence::{Role, Sample};
+use emu_tokenizer::sequence::{Role, Sample, TurnLayout};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use tch::{Device, Kind, Tensor};
@@ -56,6 +56,9 @@ pub struct Index {
     pub tokens: usize,
     /// Records that could not be used, with the reason (counted, never fatal).
     pub skipped: usize,
+    /// How the chat samples' later turns are laid out; training masks them to match.
+    #[serde(default)]
+    pub turn_layout: TurnLayout,
 }
 
 /// Writes samples into shards of at most `per_shard` samples.
@@ -75,6 +78,12 @@ impl ShardWriter {
             buf: Vec::new(),
             index: Index::default(),
         })
+    }
+
+    /// Records in the index how the samples' chat turns are laid out.
+    pub fn with_turn_layout(mut self, layout: TurnLayout) -> Self {
+        self.index.turn_layout = layout;
+        self
     }
 
     pub fn push(&mut self, sample: Sample, task: Task) -> Result<()> {

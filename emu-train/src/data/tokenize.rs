@@ -11,7 +11,7 @@ use super::records::{DESCRIBE, Record};
 use super::shards::{Index, ShardWriter, Task};
 use anyhow::Result;
 use emu_tokenizer::image::to_tensor;
-use emu_tokenizer::sequence::{Sample, SequenceFormat};
+use emu_tokenizer::sequence::{Sample, SequenceFormat, TurnLayout};
 use emu_tokenizer::text::TextTokenizer;
 use emu_tokenizer::vocab::VocabLayout;
 use emu_tokenizer::vq::VqModel;
@@ -32,11 +32,21 @@ pub struct TokenizeOptions {
     /// image); 1 gives one sample per question. The description is always a sample of its own,
     /// since its answer would give away the other answers.
     pub qa_turns: usize,
+    /// How a sample's later turns are laid out (recorded in the token index, which the training
+    /// loop reads to mask them to match).
+    pub turn_layout: TurnLayout,
 }
 
 impl Default for TokenizeOptions {
     fn default() -> Self {
-        TokenizeOptions { cfg_dropout: 0.1, seed: 0, per_shard: 4096, batch: 32, qa_turns: 1 }
+        TokenizeOptions {
+            cfg_dropout: 0.1,
+            seed: 0,
+            per_shard: 4096,
+            batch: 32,
+            qa_turns: 1,
+            turn_layout: TurnLayout::Continued,
+        }
     }
 }
 
@@ -116,7 +126,8 @@ fn samples(
             let (describe, questions): (Vec<_>, Vec<_>) =
                 qa.iter().cloned().partition(|(q, _)| q == DESCRIBE);
             for turns in questions.chunks(opts.qa_turns).chain(describe.chunks(1)) {
-                v.push((fmt.chat_turns_sample(&codes[0], h, w, turns)?, Task::Understanding));
+                let sample = fmt.chat_turns_sample(&codes[0], h, w, turns, opts.turn_layout)?;
+                v.push((sample, Task::Understanding));
             }
             v
         }
@@ -139,7 +150,7 @@ pub fn tokenize(
     opts.validate()?;
     let fmt = SequenceFormat::new(vocab, text);
     let f = vq.config.spatial_factor() as u32;
-    let mut writer = ShardWriter::new(out, opts.per_shard)?;
+    let mut writer = ShardWriter::new(out, opts.per_shard)?.with_turn_layout(opts.turn_layout);
     let refs: Vec<&Record> = records.iter().collect();
     for (b, chunk) in refs.chunks(opts.batch.max(1)).enumerate() {
         let codes = encode_batch(vq, chunk)?;
