@@ -303,7 +303,7 @@ mod tests {
                 WorldData { prompt_share: 1.0, prompt_distractors: most, ..Default::default() };
             (0..200).map(|i| world_image(&cfg, i).0.objects.len()).collect()
         };
-        // Each scene's caption is its prompt, so the phrases' counts add up to its objects.
+        // Each scene's caption, its prompt, is true of it (geneval.rs checks it names everything).
         let cfg = WorldData { prompt_share: 1.0, ..Default::default() };
         for i in 0..200 {
             let (scene, caption) = world_image(&cfg, i);
