@@ -167,8 +167,9 @@ impl PipelineConfig {
         // turns laid out alone (`TurnLayout::Alone`, so no answer gives another away) 0.73.
         //
         // The two phases were measured at 2400 and 2000 steps. A fresh clone on a slow day took
-        // 19m55s with those, every stage 7-24% slower than on the day before, so the default
-        // gives up 150 steps of each (about 40 s there) to stay inside 20 minutes.
+        // 19m55s with those (the unchanged VQ stage 144 s against 116 s the day before), so the
+        // default gives up 150 steps of each (about 40 s at that run's step rates) to stay
+        // inside 20 minutes.
         let world = WorldData {
             images: 24_000,
             size: 32,
