@@ -30,8 +30,10 @@ pub mod video;
 /// The version of what a world seed makes: bumped whenever rendering or text changes the records
 /// a seed gives, so that token folders an older world made are not reused as if they were the
 /// same data. 2: captions list objects in reading order. 3: scenes drawn from prompts for
-/// training hold no distractors unless asked (`WorldData::prompt_distractors`).
-pub const VERSION: u32 = 3;
+/// training hold no distractors unless asked (`WorldData::prompt_distractors`). 4: half the
+/// random scenes are captioned by an inventory of all their objects
+/// (`WorldData::complete_caption_share`).
+pub const VERSION: u32 = 4;
 
 pub use accuracy::{DetectorReport, degradation_report, evaluate_detector};
 pub use degrade::{Degradation, degrade};
