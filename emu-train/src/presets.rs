@@ -141,9 +141,8 @@ impl PipelineConfig {
         // that hold only what their prompt names (`prompt_distractors` 0): 0.64 against 0.56 with
         // up to two distractors, position 0.64 against 0.33 (three sampling seeds each). Half
         // the random scenes captioned by an inventory of all their objects
-        // (`complete_caption_share` 0.5) lifted counting on two training seeds (0.41 against
-        // 0.37, 0.44 against 0.39) and overall by 0.02 and 0.01, where the two seeds alone
-        // differ by 0.08 (0.64 and 0.56).
+        // (`complete_caption_share` 0.5) lifted GenEval on each of three training seeds, by 0.02,
+        // 0.01 and 0.02, and counting on two of them; the seeds alone span 0.51 to 0.64.
         //
         // Two models, as Emu3 releases Emu3-Gen and Emu3-Chat. Trained on every task at once, the
         // model ignored its captions (GenEval 0.13 where random scenes score 0.12); trained on
