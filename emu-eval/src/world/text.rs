@@ -71,6 +71,8 @@ pub enum Detail {
 }
 
 impl Detail {
+    pub const ALL: [Detail; 3] = [Detail::Shape, Detail::ColorShape, Detail::SizeColorShape];
+
     fn key(self, o: &Object) -> (Option<Size>, Option<Color>, Shape) {
         match self {
             Detail::Shape => (None, None, o.shape),

@@ -46,9 +46,10 @@ pub struct WorldData {
     /// list every object, nothing in the image is left to chance.
     pub prompt_distractors: usize,
     /// Share of the random scenes (those not drawn from prompts) captioned by an inventory of all
-    /// their objects, rather than by a template drawn from all those the scene supports (most
-    /// of which name only some of its objects). Guidance amplifies whatever a caption leaves to
-    /// chance: trained on partial captions, "two circles" often came out as three or four.
+    /// their objects at a random [`Detail`], rather than by a template drawn from all those the
+    /// scene supports (most of which name only some of its objects). Guidance amplifies whatever
+    /// a caption leaves to chance: trained on partial captions, "two circles" often came out as
+    /// three or four.
     pub complete_caption_share: f64,
     pub seed: u64,
 }
@@ -97,9 +98,6 @@ impl WorldData {
 /// Seeds used for training data live far from the benchmark's (which use small seeds).
 const TRAIN_SEED_BASE: u64 = 1 << 40;
 
-/// The details a complete caption names its objects at, drawn uniformly.
-const INVENTORY_DETAILS: [Detail; 3] = [Detail::Shape, Detail::ColorShape, Detail::SizeColorShape];
-
 /// A scene and its caption: from a random GenEval-style prompt or a random scene.
 fn world_image(cfg: &WorldData, i: usize) -> (Scene, String) {
     let seed = TRAIN_SEED_BASE + cfg.seed * 10_000_000 + i as u64;
@@ -113,7 +111,7 @@ fn world_image(cfg: &WorldData, i: usize) -> (Scene, String) {
     } else {
         let scene = Scene::random(seed);
         let caption = if rng.random::<f64>() < cfg.complete_caption_share {
-            let detail = INVENTORY_DETAILS[rng.random_range(0..INVENTORY_DETAILS.len())];
+            let detail = Detail::ALL[rng.random_range(0..Detail::ALL.len())];
             world::caption_with(&scene, CaptionTemplate::Inventory(detail), seed)
                 .expect("every scene has an inventory")
         } else {
