@@ -40,6 +40,9 @@ pub struct Emu3Config {
     pub eof_token_id: i64,
     /// Pixel area of generated images (Emu3-Gen: 720·720).
     pub image_area: i64,
+    /// Standard deviation of the normal init of every weight matrix and embedding (norms start
+    /// at one), as in transformers.
+    pub initializer_range: f64,
 }
 
 impl Default for Emu3Config {
@@ -74,6 +77,7 @@ impl Emu3Config {
             eol_token_id: 151846,
             eof_token_id: 151847,
             image_area: 720 * 720,
+            initializer_range: 0.02,
         }
     }
 
@@ -241,6 +245,11 @@ impl Emu3Config {
         );
         ensure!(self.rope_theta > 0.0, "rope_theta must be positive, got {}", self.rope_theta);
         ensure!(
+            self.initializer_range > 0.0 && self.initializer_range.is_finite(),
+            "initializer_range must be a positive standard deviation, got {}",
+            self.initializer_range
+        );
+        ensure!(
             (0.0..1.0).contains(&self.attention_dropout),
             "attention_dropout must be in [0, 1), got {}",
             self.attention_dropout
@@ -334,11 +343,12 @@ mod tests {
 
     #[test]
     fn validation_names_the_field() {
-        let cases: [(Emu3Config, &str); 5] = [
+        let cases: [(Emu3Config, &str); 6] = [
             (Emu3Config { num_attention_heads: 5, ..Emu3Config::tiny() }, "hidden_size"),
             (Emu3Config { num_key_value_heads: 3, ..Emu3Config::tiny() }, "num_key_value_heads"),
             (Emu3Config { eol_token_id: 400, ..Emu3Config::tiny() }, "eol_token_id"),
             (Emu3Config { hidden_act: "gelu".into(), ..Emu3Config::tiny() }, "hidden_act"),
+            (Emu3Config { initializer_range: 0.0, ..Emu3Config::tiny() }, "initializer_range"),
             (
                 Emu3Config {
                     rope_scaling: Some(serde_json::json!({"type": "linear"})),
