@@ -360,13 +360,8 @@ mod tests {
             assert_eq!((&chat.tasks, base.tasks.as_slice()), (&phase.tasks, &[][..]));
             assert_eq!(chat.optim.beta2, base.optim.beta2);
             assert_eq!((chat.max_len, chat.device.as_str()), (base.max_len, "cuda:1"));
-            assert_eq!(
-                (chat.batch_size, chat.micro_batch),
-                (
-                    phase.batch_size.unwrap_or(base.batch_size),
-                    phase.micro_batch.unwrap_or(base.micro_batch)
-                )
-            );
+            // No preset names a chat batch, so each takes its first phase's.
+            assert_eq!((chat.batch_size, chat.micro_batch), (base.batch_size, base.micro_batch));
             assert_eq!(chat.eval_every, 0, "quick GenEval judges the generator only");
             assert!(chat.checkpoint_every <= chat.steps);
         }
