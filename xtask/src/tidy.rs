@@ -108,3 +108,54 @@ fn ci_and_readme_use_the_two_commands() {
         assert!(readme.contains(c), "README.md's quickstart must show `{c}`");
     }
 }
+
+/// Proc macros run only inside the compiler, yet `[profile.dev.package."*"]`'s -O3 outranks
+/// `build-override`, so each must be named at -O0 in the root Cargo.toml or a clean build spends
+/// minutes optimising them (213 CPU seconds against 23).
+#[test]
+fn proc_macros_build_unoptimised() {
+    let rustc = std::process::Command::new("rustc").arg("-vV").output().expect("running rustc -vV");
+    let version = String::from_utf8_lossy(&rustc.stdout).into_owned();
+    let host = version.lines().find_map(|l| l.strip_prefix("host: ")).expect("rustc's host line");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let out = std::process::Command::new(cargo)
+        .args(["metadata", "--format-version", "1", "--filter-platform", host])
+        .current_dir(repo_root())
+        .output()
+        .expect("running cargo metadata");
+    assert!(out.status.success(), "cargo metadata: {}", String::from_utf8_lossy(&out.stderr));
+    let meta: serde_json::Value = serde_json::from_slice(&out.stdout).expect("metadata JSON");
+    let in_graph: std::collections::HashSet<&str> = meta["resolve"]["nodes"]
+        .as_array()
+        .expect("resolve.nodes")
+        .iter()
+        .filter_map(|n| n["id"].as_str())
+        .collect();
+    let root = fs::read_to_string(repo_root().join("Cargo.toml")).expect("root Cargo.toml");
+    let unoptimised = |name: &str| {
+        let header = format!("[profile.dev.package.{name}]\nopt-level = 0");
+        let quoted = format!("[profile.dev.package.\"{name}\"]\nopt-level = 0");
+        root.contains(&header) || root.contains(&quoted)
+    };
+    let mut missing: Vec<&str> = meta["packages"]
+        .as_array()
+        .expect("packages")
+        .iter()
+        .filter(|p| p["id"].as_str().is_some_and(|id| in_graph.contains(id)))
+        .filter(|p| {
+            p["targets"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|t| t["kind"].as_array().into_iter().flatten().any(|k| k == "proc-macro"))
+        })
+        .filter_map(|p| p["name"].as_str())
+        .filter(|name| !unoptimised(name))
+        .collect();
+    missing.sort();
+    missing.dedup();
+    assert!(
+        missing.is_empty(),
+        "add `[profile.dev.package.NAME]\\nopt-level = 0` to the root Cargo.toml for: {missing:?}"
+    );
+}
