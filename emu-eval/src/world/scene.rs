@@ -148,9 +148,11 @@ impl Size {
     pub const ALL: [Size; 2] = [Size::Small, Size::Large];
 
     /// Nominal radius as a fraction of the image side; each shape's extent is about this.
+    /// Small objects were 0.14, where a 32-pixel scene's tokenizer kept 88% of their shapes
+    /// against 98.5% of large ones.
     pub fn radius(self) -> f32 {
         match self {
-            Size::Small => 0.14,
+            Size::Small => 0.17,
             Size::Large => 0.20,
         }
     }
