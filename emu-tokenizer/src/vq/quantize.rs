@@ -229,14 +229,28 @@ mod tests {
             let z = centres.repeat_interleave_self_int(50, 0, None)
                 + Tensor::randn([200, 2], (Kind::Float, Device::Cpu)) * 0.1;
             let distortion = q.init_kmeans(&z, 10);
-            assert!((distortion - 0.02).abs() < 0.01, "seed {seed}: distortion {distortion}");
-            // Every true centre has a code within the noise of it.
+            // Lloyd's fixed point: each code is the mean of its own cluster's points, and the
+            // distortion is their mean squared distance from it. Measured against the sample
+            // itself, not the true centres, so the noise draw (which differs between CPUs' kernels)
+            // cannot fail the test.
             let cb = q.embedding.weight.detach();
+            let mut within = 0.0;
             for i in 0..4 {
-                let d = (&cb - centres.get(i)).square().sum_dim_intlist(1, false, Kind::Float);
+                let pts = z.narrow(0, 50 * i, 50);
+                let mean = pts.mean_dim(0, false, Kind::Float);
+                within += (&pts - &mean).square().sum(Kind::Float).double_value(&[]);
+                let d = (&cb - &mean).square().sum_dim_intlist(1, false, Kind::Float);
                 let near = d.min().double_value(&[]).sqrt();
-                assert!(near < 0.05, "seed {seed}: centre {i} is {near} from its nearest code");
+                assert!(
+                    near < 1e-4,
+                    "seed {seed}: cluster {i} mean is {near} from its nearest code"
+                );
             }
+            let within = within / 200.0;
+            assert!(
+                (distortion - within).abs() < 1e-4,
+                "seed {seed}: distortion {distortion}, within-cluster {within}"
+            );
         }
         // Fewer vectors than codes: every code still lands on a data point.
         let q = Quantizer::new(&Params::new(&vs, Kind::Float), 8, 2);
