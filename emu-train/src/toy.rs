@@ -73,9 +73,20 @@ mod tests {
     use super::*;
     use emu_model::generate::{GenerateConfig, Structure};
     use emu_model::pipeline::Emu3;
+    use std::sync::{Mutex, MutexGuard};
+
+    /// torch's generator is one per process and these tests run on parallel threads: without
+    /// this lock the other test's draws land between `manual_seed` and the weights, so a seed
+    /// would not fix the toy model.
+    static RNG: Mutex<()> = Mutex::new(());
+
+    fn rng_lock() -> MutexGuard<'static, ()> {
+        RNG.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
 
     #[test]
     fn the_toy_model_loads_and_generates_and_answers() {
+        let _rng = rng_lock();
         let dir = tempfile::tempdir().unwrap();
         write_toy_model(dir.path(), 1).unwrap();
         let m = Emu3::load(dir.path(), None, Device::Cpu, Kind::Float).unwrap();
@@ -116,6 +127,7 @@ mod tests {
     #[test]
     fn best_of_keeps_the_candidate_its_prompt_explains_best() {
         use emu_model::generate::{Event, Request, SamplingConfig, generate};
+        let _rng = rng_lock();
         let dir = tempfile::tempdir().unwrap();
         write_toy_model(dir.path(), 2).unwrap();
         let m = Emu3::load(dir.path(), None, Device::Cpu, Kind::Float).unwrap();

@@ -225,9 +225,10 @@ mod tests {
         for seed in 0..8 {
             tch::manual_seed(seed);
             let q = Quantizer::new(&Params::new(&vs, Kind::Float), 4, 2);
-            // 50 points around each centre, with noise far smaller than the gaps between them.
+            // 50 points around each centre, with noise far smaller than the gaps between them: at
+            // 0.1 k-means++ still put two seeds in one cluster once in about 1300 draws.
             let z = centres.repeat_interleave_self_int(50, 0, None)
-                + Tensor::randn([200, 2], (Kind::Float, Device::Cpu)) * 0.1;
+                + Tensor::randn([200, 2], (Kind::Float, Device::Cpu)) * 0.01;
             let distortion = q.init_kmeans(&z, 10);
             // Lloyd's fixed point: each code is the mean of its own cluster's points, and the
             // distortion is their mean squared distance from it. Measured against the sample
@@ -248,7 +249,7 @@ mod tests {
             }
             let within = within / 200.0;
             assert!(
-                (distortion - within).abs() < 1e-4,
+                (distortion - within).abs() < 2e-5,
                 "seed {seed}: distortion {distortion}, within-cluster {within}"
             );
         }
