@@ -1,6 +1,6 @@
-//! One training step of the `default` preset's transformer at its real shapes: forward, weighted
-//! loss and backward over 16 packed rows of 256 tokens, each row three documents that see only
-//! themselves. Variants differ in attention heads only, so their ratios say what the heads cost.
+//! One training step of the `default` preset's transformer at its real shapes: forward,
+//! next-token loss and backward over 16 packed rows of 256 tokens, each row three documents that
+//! see only themselves. Variants differ in attention heads only, so their ratios say what the heads cost.
 //!
 //! Shapes: B = 16 rows, L = 256 tokens, V = 703 (the default run's vocabulary).
 
