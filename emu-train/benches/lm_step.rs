@@ -28,17 +28,15 @@ fn bench(c: &mut Criterion) {
         let lm = Emu3ForCausalLM::new(&cfg, Device::Cpu, Kind::Float).unwrap();
         let ids = Tensor::randint(cfg.vocab_size, [b, l], (Kind::Int64, Device::Cpu));
         // A document opens every 90 tokens or so, as text-to-image samples do in packed rows.
-        let _ = ids.narrow(1, 0, 1).fill_(cfg.bos_token_id);
-        let _ = ids.narrow(1, 90, 1).fill_(cfg.bos_token_id);
-        let _ = ids.narrow(1, 180, 1).fill_(cfg.bos_token_id);
+        for start in [0, 90, 180] {
+            let _ = ids.narrow(1, start, 1).fill_(cfg.bos_token_id);
+        }
         let packing = Some(Packing::documents(cfg.bos_token_id));
         g.bench_function(format!("{heads} heads, {kv} kv heads, MLP {mlp}"), |bench| {
             bench.iter(|| {
                 let out = lm.forward_train(&ids, &ids, None, packing, true, false);
                 out.loss.backward();
-                lm.vs.variables().values().for_each(|v| {
-                    let _ = v.grad().zero_();
-                });
+                lm.vs.variables().values_mut().for_each(|v| v.zero_grad());
             })
         });
     }
