@@ -54,7 +54,7 @@ fn ask(
     a: &ChatArgs,
     stream: bool,
 ) -> Result<String> {
-    let mut cfg = a.sampling.config(a.max_tokens);
+    let mut cfg = a.sampling.config(a.max_tokens, model);
     if !a.sample {
         cfg.sampling = SamplingConfig::greedy();
     }

@@ -30,7 +30,8 @@ pub struct EvalArgs {
     /// Samples per prompt (default: the suite's).
     #[arg(long)]
     pub samples: Option<usize>,
-    /// Classifier-free guidance scale for generation.
+    /// Classifier-free guidance scale for generation (default: the model's own, from its
+    /// folder's extensions.json, else the suite's: Emu3's 3).
     #[arg(long)]
     pub cfg: Option<f64>,
     /// Sampling temperature for generation (0: greedy).
@@ -58,9 +59,6 @@ pub fn run(g: &Global, a: &EvalArgs) -> Result<()> {
     if let Some(s) = a.samples {
         opts.samples_per_prompt = s;
     }
-    if let Some(c) = a.cfg {
-        opts.generation.cfg_scale = c;
-    }
     if let Some(t) = a.temperature {
         opts.generation.sampling.temperature = t;
     }
@@ -76,6 +74,10 @@ pub fn run(g: &Global, a: &EvalArgs) -> Result<()> {
     }
     opts.generation.sampling.validate()?;
     let model = Emu3::load(&a.model, None, g.device()?, g.kind()?)?;
+    // The scale given, else the model's own, else the suite's (Emu3's).
+    if let Some(c) = a.cfg.or(model.extensions.cfg_scale) {
+        opts.generation.cfg_scale = c;
+    }
     if let Some(prompts) = &a.prompts {
         if a.benches != ["geneval"] {
             bail!("--prompts goes with `emu eval geneval` (GenEval's metadata format)");

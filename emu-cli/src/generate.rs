@@ -12,9 +12,10 @@ use std::path::{Path, PathBuf};
 
 #[derive(Args, Debug, Clone)]
 pub struct SamplingArgs {
-    /// Classifier-free guidance scale (1 disables it).
-    #[arg(long, default_value_t = 3.0)]
-    pub cfg: f64,
+    /// Classifier-free guidance scale (1 disables it); by default the model's own (its folder's
+    /// extensions.json), else Emu3's 3.
+    #[arg(long)]
+    pub cfg: Option<f64>,
     /// Sampling temperature (0 = greedy).
     #[arg(long, default_value_t = 1.0)]
     pub temperature: f64,
@@ -32,8 +33,11 @@ pub struct SamplingArgs {
     pub seed: u64,
 }
 
+/// Emu3's guidance scale, for models that do not name their own.
+pub const DEFAULT_CFG: f64 = 3.0;
+
 impl SamplingArgs {
-    pub fn config(&self, max_new_tokens: i64) -> GenerateConfig {
+    pub fn config(&self, max_new_tokens: i64, model: &Emu3) -> GenerateConfig {
         GenerateConfig {
             sampling: SamplingConfig {
                 temperature: self.temperature,
@@ -41,7 +45,7 @@ impl SamplingArgs {
                 top_k_image: self.top_k_image,
                 top_p: self.top_p,
             },
-            cfg_scale: self.cfg,
+            cfg_scale: self.cfg.or(model.extensions.cfg_scale).unwrap_or(DEFAULT_CFG),
             seed: self.seed,
             max_new_tokens,
             best_of: 1,
@@ -96,6 +100,9 @@ pub struct GenerateArgs {
 #[derive(Serialize)]
 struct Written {
     prompt: String,
+    /// What a planning model wrote before drawing.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    plan: Option<String>,
     files: Vec<String>,
     settings: String,
 }
@@ -161,7 +168,7 @@ pub fn generate(g: &Global, a: &GenerateArgs) -> Result<()> {
     ensure!(a.best_of >= 1, "--best-of is {}; draw at least one candidate", a.best_of);
     let model = Emu3::load(&a.model, a.vq.as_deref(), g.device()?, g.kind()?)?;
     let st = structure(&model, &a.ratio, a.grid, a.frames.unwrap_or(1))?;
-    let cfg = GenerateConfig { best_of: a.best_of, ..a.sampling.config(st.total_tokens()) };
+    let cfg = GenerateConfig { best_of: a.best_of, ..a.sampling.config(st.total_tokens(), &model) };
     let jobs: Vec<(usize, usize, String)> = a
         .prompt
         .iter()
@@ -180,15 +187,27 @@ pub fn generate(g: &Global, a: &GenerateArgs) -> Result<()> {
                 bar.inc(1)
             })?;
         for ((i, k, p), out) in chunk.iter().zip(outs) {
-            let settings = serde_json::json!({"prompt": p, "negative_prompt": a.negative_prompt, "grid": [st.h, st.w], "frames": st.frames,
+            let settings = serde_json::json!({"prompt": p, "plan": out.plan, "negative_prompt": a.negative_prompt, "grid": [st.h, st.w], "frames": st.frames,
                 "fps": a.fps, "cfg": c.cfg_scale, "sampling": c.sampling, "best_of": c.best_of, "seed": c.seed, "batch_index": b, "model": a.model});
             let files = save(&a.out, &format!("{i:03}_{k:02}"), &out, a.fps, &settings)?;
-            written.push(Written { prompt: p.clone(), files, settings: settings.to_string() });
+            let plan = out.plan.clone();
+            written.push(Written {
+                prompt: p.clone(),
+                plan,
+                files,
+                settings: settings.to_string(),
+            });
         }
     }
     bar.finish_and_clear();
     emit(g, &written, || {
-        written.iter().map(|w| format!("{}: {}\n", w.prompt, w.files.join(", "))).collect()
+        written
+            .iter()
+            .map(|w| match &w.plan {
+                Some(plan) => format!("{} (plan: {plan}): {}\n", w.prompt, w.files.join(", ")),
+                None => format!("{}: {}\n", w.prompt, w.files.join(", ")),
+            })
+            .collect()
     })
 }
 
@@ -239,7 +258,7 @@ pub fn continue_video(g: &Global, a: &ContinueArgs) -> Result<()> {
             a.total as usize * t
         );
     }
-    let cfg = a.sampling.config(st.total_tokens());
+    let cfg = a.sampling.config(st.total_tokens(), &model);
     let out = model.continue_video(&a.prompt, &frames, st, a.fps, &cfg)?;
     let settings = serde_json::json!({"prompt": a.prompt, "given_frames": frames.len(), "total_latent_frames": a.total, "cfg": cfg.cfg_scale, "seed": cfg.seed, "sampling": cfg.sampling});
     let files = save(&a.out, "continued", &out, a.fps, &settings)?;

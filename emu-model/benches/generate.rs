@@ -26,6 +26,7 @@ fn bench(c: &mut Criterion) {
                 negative: Some(vec![1, 6, 5]),
                 structure: Some(st),
                 structure_offset: 0,
+                stop: None,
             })
             .collect();
         g.throughput(Throughput::Elements((batch as i64 * st.total_tokens()) as u64));

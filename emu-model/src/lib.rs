@@ -5,6 +5,7 @@
 
 pub mod cache;
 pub mod config;
+pub mod extensions;
 pub mod generate;
 pub mod inspect;
 pub mod layers;
@@ -17,6 +18,7 @@ pub mod pipeline;
 
 pub use cache::KvCache;
 pub use config::Emu3Config;
+pub use extensions::Extensions;
 pub use layout::LmLayout;
 pub use model::Emu3ForCausalLM;
 pub use packing::Packing;

@@ -9,12 +9,13 @@
 //! Shapes: B batch, h/w code grid, t latent frames, H/W pixels.
 
 use crate::config::Emu3Config;
+use crate::extensions::Extensions;
 use crate::generate::{Event, GenerateConfig, Request, Structure, generate};
 use crate::model::Emu3ForCausalLM;
 use anyhow::{Context, Result, bail, ensure};
 use emu_tokenizer::checkpoint::Checkpoint;
 use emu_tokenizer::image::{to_image, to_tensor};
-use emu_tokenizer::sequence::{SequenceFormat, parse_grid};
+use emu_tokenizer::sequence::{PLAN_MARK, SequenceFormat, parse_grid};
 use emu_tokenizer::text::TextTokenizer;
 use emu_tokenizer::vocab::{SpecialIds, VocabLayout};
 use emu_tokenizer::vq::{VqLayout, VqModel};
@@ -28,7 +29,13 @@ pub struct Emu3 {
     pub text: TextTokenizer,
     pub vocab: VocabLayout,
     pub dir: PathBuf,
+    /// What the folder's training added to the reference's format (`extensions.json`).
+    pub extensions: Extensions,
 }
+
+/// The longest plan a planning model may write before its image (four objects' layout takes
+/// about 30 tokens of the world's BPE).
+const MAX_PLAN_TOKENS: i64 = 64;
 
 /// One generated image or video.
 #[derive(Clone, Debug)]
@@ -37,6 +44,8 @@ pub struct Generated {
     pub tokens: Vec<i64>,
     /// Codes per frame (one frame for images).
     pub codes: Vec<Vec<i64>>,
+    /// The plan a planning model wrote before drawing ([`Extensions::plan`]).
+    pub plan: Option<String>,
     /// Decoded frames (pixels).
     pub frames: Vec<RgbImage>,
 }
@@ -75,7 +84,8 @@ impl Emu3 {
             text.vocab_size(),
             lm.config.vocab_size
         );
-        Ok(Emu3 { lm, vq, text, vocab, dir: dir.to_path_buf() })
+        let extensions = Extensions::load(dir)?;
+        Ok(Emu3 { lm, vq, text, vocab, dir: dir.to_path_buf(), extensions })
     }
 
     pub fn format(&self) -> SequenceFormat<'_, TextTokenizer> {
@@ -144,30 +154,40 @@ impl Emu3 {
         );
         let neg = build(negative)?;
         // A prompt's candidates sit together (request i·k + j), so `chunks(k)` groups them and
-        // `row / k` is the prompt.
-        let requests = prompts
+        // `row / k` is the prompt. A planning model writes each candidate's plan first.
+        let plans = if self.extensions.plan && t == 1 {
+            self.write_plans(prompts, k, cfg)?.into_iter().map(Some).collect()
+        } else {
+            vec![None; prompts.len() * k]
+        };
+        let requests = plans
             .iter()
-            .map(|p| {
+            .enumerate()
+            .map(|(i, plan)| {
+                let p = &prompts[i / k];
+                let prompt = match plan {
+                    Some(plan) => fmt.t2i_prompt_planned(p, plan, h, w)?,
+                    None => build(p)?,
+                };
                 Ok(Request {
-                    prompt: build(p)?,
+                    prompt,
                     negative: Some(neg.clone()),
                     structure: Some(structure),
                     structure_offset: 0,
+                    stop: None,
                 })
             })
-            .collect::<Result<Vec<_>>>()?
-            .into_iter()
-            .flat_map(|r| std::iter::repeat_n(r, k))
-            .collect::<Vec<_>>();
+            .collect::<Result<Vec<_>>>()?;
         // Structure tokens (EOL, EOF) are forced by the grid, so only codes are evidence.
         let mut pmi = vec![0.0; requests.len()];
-        let mut out = generate(&self.lm, &self.vocab, &requests, cfg, &mut |e| match e {
+        let out = generate(&self.lm, &self.vocab, &requests, cfg, &mut |e| match e {
             Event::ImageRow { row, frame, index, .. } => on_row(row / k, frame, index),
             Event::Token { row, token, pmi: p } if self.vocab.is_visual(token) => pmi[row] += p,
             _ => {}
         })?;
+        let mut chosen: Vec<(Vec<i64>, Option<Vec<i64>>)> = out.into_iter().zip(plans).collect();
         if k > 1 {
-            out = out
+            chosen = chosen
                 .chunks(k)
                 .zip(pmi.chunks(k))
                 .map(|(cands, scores)| {
@@ -176,14 +196,63 @@ impl Emu3 {
                 })
                 .collect();
         }
-        prompts.iter().zip(out).map(|(p, tokens)| self.finish(p, tokens, structure)).collect()
+        prompts
+            .iter()
+            .zip(chosen)
+            .map(|(p, (tokens, plan))| {
+                let mut g = self.finish(p, tokens, structure)?;
+                g.plan = plan.map(|ids| self.plan_text(&ids)).transpose()?;
+                Ok(g)
+            })
+            .collect()
+    }
+
+    /// Each prompt's `k` plans, as a planning model writes them after `BOS caption`: tokens up
+    /// to the image start that ends a plan (which is left out; EOS too, should the model write
+    /// one). Sampled as `cfg` samples text, without guidance.
+    fn write_plans(
+        &self,
+        prompts: &[String],
+        k: usize,
+        cfg: &GenerateConfig,
+    ) -> Result<Vec<Vec<i64>>> {
+        let fmt = self.format();
+        let (boi, eos) = (self.vocab.special.boi, self.vocab.special.eos);
+        let mut requests = Vec::with_capacity(prompts.len() * k);
+        for p in prompts {
+            let prompt = fmt.plan_prompt(p)?;
+            let req = Request { prompt, stop: Some(boi), ..Default::default() };
+            requests.extend(std::iter::repeat_n(req, k));
+        }
+        let plan_cfg = GenerateConfig {
+            cfg_scale: 1.0,
+            best_of: 1,
+            max_new_tokens: MAX_PLAN_TOKENS,
+            ..cfg.clone()
+        };
+        let out = generate(&self.lm, &self.vocab, &requests, &plan_cfg, &mut |_| {})?;
+        Ok(out
+            .into_iter()
+            .map(|t| t.into_iter().take_while(|&x| x != boi && x != eos).collect())
+            .collect())
+    }
+
+    /// A plan's text, without the mark that opens it.
+    fn plan_text(&self, ids: &[i64]) -> Result<String> {
+        let ids: Vec<u32> = ids
+            .iter()
+            .filter(|&&t| t >= 0 && !self.vocab.is_visual(t))
+            .map(|&t| t as u32)
+            .collect();
+        let text = self.text.decode(&ids, true)?;
+        Ok(text.trim().trim_start_matches(PLAN_MARK).trim().to_string())
     }
 
     fn finish(&self, prompt: &str, tokens: Vec<i64>, s: Structure) -> Result<Generated> {
         let codes = parse_grid(&self.vocab, &tokens, s.h, s.w, s.frames)
             .context("the generated grid is malformed")?;
         let frames = self.decode(&codes, s.h, s.w)?;
-        Ok(Generated { prompt: prompt.to_string(), tokens, codes, frames })
+        Ok(Generated { prompt: prompt.to_string(), tokens, codes, frames, plan: None })
     }
 
     /// Encodes frames (any size; resized to the grid's pixels) into codes per latent frame.
@@ -244,6 +313,7 @@ impl Emu3 {
             negative: Some(neg),
             structure: Some(structure),
             structure_offset: offset,
+            stop: None,
         };
         let out = generate(&self.lm, &self.vocab, &[req], cfg, &mut |_| {})?.remove(0);
         let mut tokens = Vec::new();

@@ -115,6 +115,7 @@ fn batched_guidance_equals_two_separate_streams() {
         negative: Some(uncond.clone()),
         structure: Some(Structure::image(2, 3)),
         structure_offset: 0,
+        stop: None,
     };
     for scale in [3.0, 0.5] {
         let batched = generate(
@@ -141,6 +142,7 @@ fn a_batch_of_prompts_equals_each_prompt_alone() {
             negative: Some(t2i(&[])),
             structure: Some(Structure::image(2, 3)),
             structure_offset: 0,
+            stop: None,
         })
         .collect();
     let c = cfg(0, 2.0, SamplingConfig::greedy());
@@ -187,4 +189,25 @@ proptest! {
             prop_assert_eq!(a.sample(0, &guided.get(0), false), b.sample(0, &plain.get(0), false));
         }
     }
+}
+
+#[test]
+fn a_request_ends_at_its_stop_token() {
+    let lm = lm();
+    let v = vocab();
+    let free = Request { prompt: vec![1, 70, 71], ..Default::default() };
+    let run = |r: &Request, seed| {
+        let c = cfg(seed, 1.0, SamplingConfig::default());
+        generate(&lm, &v, std::slice::from_ref(r), &c, &mut |_| {}).unwrap().remove(0)
+    };
+    // A seed whose sampled text runs past three tokens (the untrained fixture often ends early).
+    let (seed, whole) = (0..64)
+        .map(|s| (s, run(&free, s)))
+        .find(|(_, w)| w.len() >= 3)
+        .expect("some seed samples three tokens");
+    // Stopping at the third token's value ends at its first occurrence, the stop token kept.
+    let stop = whole[2];
+    let first = whole.iter().position(|&t| t == stop).unwrap();
+    let stopped = run(&Request { stop: Some(stop), ..free.clone() }, seed);
+    assert_eq!(stopped, whole[..=first]);
 }

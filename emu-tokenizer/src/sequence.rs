@@ -23,6 +23,10 @@ impl EncodeText for crate::text::TextTokenizer {
     }
 }
 
+/// Opens a plan: text a model trained with plans writes between the caption and the image it
+/// draws (`caption ": " plan <image start> ...`), then draws from caption and plan together.
+pub const PLAN_MARK: &str = ":";
+
 /// Emu3-Chat's system prefix.
 pub const CHAT_PREFIX: &str = "You are a helpful assistant. USER: ";
 pub const CHAT_SUFFIX: &str = ". ASSISTANT:";
@@ -47,7 +51,8 @@ pub enum TurnLayout {
 pub enum Weighting {
     /// Pretraining: every token, vision tokens (codes, EOL, EOF) at `vision`.
     Full { vision: f32 },
-    /// Generation SFT: only the visual code tokens.
+    /// Generation SFT: only what generation writes, the visual code tokens and a plan before
+    /// them (see [`PLAN_MARK`]).
     VisionOnly,
     /// Chat SFT: only the answer text (and EOS).
     TextOnly,
@@ -64,6 +69,9 @@ pub enum Role {
     Structure,
     /// Answer or caption text the model should produce, and the final EOS.
     Target,
+    /// A plan between caption and image, and the image start that ends it: text that generation
+    /// writes, so it trains with the codes.
+    Plan,
 }
 
 impl Role {
@@ -73,6 +81,7 @@ impl Role {
             Role::Code => 1,
             Role::Structure => 2,
             Role::Target => 3,
+            Role::Plan => 4,
         }
     }
 
@@ -82,6 +91,7 @@ impl Role {
             1 => Role::Code,
             2 => Role::Structure,
             3 => Role::Target,
+            4 => Role::Plan,
             _ => return None,
         })
     }
@@ -115,7 +125,7 @@ impl Sample {
             .map(|r| match (w, r) {
                 (Weighting::Full { vision }, Role::Code | Role::Structure) => vision,
                 (Weighting::Full { .. }, _) => 1.0,
-                (Weighting::VisionOnly, Role::Code) => 1.0,
+                (Weighting::VisionOnly, Role::Code | Role::Plan) => 1.0,
                 (Weighting::VisionOnly, _) => 0.0,
                 (Weighting::TextOnly, Role::Target) => 1.0,
                 (Weighting::TextOnly, _) => 0.0,
@@ -220,6 +230,29 @@ impl<'a, E: EncodeText> SequenceFormat<'a, E> {
         Ok(v)
     }
 
+    /// What a planning model writes its plan after: `BOS caption`.
+    pub fn plan_prompt(&self, caption: &str) -> Result<Vec<i64>> {
+        let mut v = vec![self.vocab.special.bos];
+        v.extend(self.text(caption)?);
+        Ok(v)
+    }
+
+    /// Text-to-image prompt after a written plan (its tokens as generated, [`PLAN_MARK`] first,
+    /// without the image start that ended it): `BOS caption plan <image start> "h*w" <image
+    /// token>`.
+    pub fn t2i_prompt_planned(
+        &self,
+        caption: &str,
+        plan: &[i64],
+        h: i64,
+        w: i64,
+    ) -> Result<Vec<i64>> {
+        let mut v = self.plan_prompt(caption)?;
+        v.extend_from_slice(plan);
+        v.extend(self.image_header(h, w)?);
+        Ok(v)
+    }
+
     /// Text-to-video prompt.
     pub fn t2v_prompt(&self, caption: &str, h: i64, w: i64, t: i64, fps: i64) -> Result<Vec<i64>> {
         let mut v = vec![self.vocab.special.bos];
@@ -273,6 +306,30 @@ impl<'a, E: EncodeText> SequenceFormat<'a, E> {
         let img = self.image_block(codes, h, w)?;
         out.ids.extend(img.ids);
         out.roles.extend(img.roles);
+        out.push(&[self.vocab.special.eos], Role::Context);
+        Ok(out)
+    }
+
+    /// Training sample for planned generation: `BOS caption ": " plan <image block> EOS`, the
+    /// plan and the image start that ends it trained as [`Role::Plan`].
+    pub fn t2i_planned_sample(
+        &self,
+        caption: &str,
+        plan: &str,
+        codes: &[i64],
+        h: i64,
+        w: i64,
+    ) -> Result<Sample> {
+        let mut out = Sample::default();
+        out.push(&[self.vocab.special.bos], Role::Context);
+        out.push(&self.text(caption)?, Role::Target);
+        out.push(&self.text(&format!("{PLAN_MARK} {plan}"))?, Role::Plan);
+        let start = out.len();
+        let img = self.image_block(codes, h, w)?;
+        out.ids.extend(img.ids);
+        out.roles.extend(img.roles);
+        debug_assert_eq!(out.ids[start], self.vocab.special.boi, "an image block opens with BOI");
+        out.roles[start] = Role::Plan;
         out.push(&[self.vocab.special.eos], Role::Context);
         Ok(out)
     }
@@ -406,6 +463,35 @@ mod tests {
             eoi: 307,
         };
         VocabLayout { special: s, visual_base: 400, codebook_size: 64, vocab_size: 464 }
+    }
+
+    #[test]
+    fn a_planned_sample_is_its_prompt_after_the_written_plan_then_the_image() {
+        let v = vocab();
+        let fmt = SequenceFormat::new(&v, &Bytes);
+        let codes: Vec<i64> = (0..4).collect();
+        let s = fmt.t2i_planned_sample("two stars", "red star top left", &codes, 2, 2).unwrap();
+        let plan = Bytes.encode_text(": red star top left").unwrap();
+        let start = fmt.plan_prompt("two stars").unwrap().len();
+        assert_eq!(s.ids[start..start + plan.len()], plan[..]);
+        // What generation writes is trained with the codes: the plan and the image start.
+        let w = s.weights(Weighting::VisionOnly);
+        let trained: Vec<i64> =
+            s.ids.iter().zip(&w).filter(|(_, w)| **w > 0.0).map(|(i, _)| *i).collect();
+        let expect: Vec<i64> = plan
+            .iter()
+            .copied()
+            .chain([v.special.boi])
+            .chain(codes.iter().map(|&c| v.code_to_token(c)))
+            .collect();
+        assert_eq!(trained, expect);
+        assert!(
+            s.weights(Weighting::TextOnly)[start..start + plan.len()].iter().all(|&w| w == 0.0)
+        );
+        // Generation then draws from the prompt the written plan makes: the sample's prefix.
+        let prompt = fmt.t2i_prompt_planned("two stars", &plan, 2, 2).unwrap();
+        assert_eq!(s.ids[..prompt.len()], prompt[..]);
+        assert_eq!(Role::from_u8(Role::Plan.to_u8()), Some(Role::Plan));
     }
 
     #[test]

@@ -1,14 +1,15 @@
 //! Run folders and atomic checkpoints.
 //!
 //! The checkpoint is `runs/<name>/model/`: a loadable model folder (config.json, model.safetensors,
-//! tokenizer.json, vision_tokenizer/) plus optimizer.safetensors, state.json (step, seed, data
-//! cursor) and train_config.json. It is written whole into `model.new/`, marked COMPLETE, and
+//! tokenizer.json, vision_tokenizer/, and extensions.json when its training added to the
+//! reference's format) plus optimizer.safetensors, state.json (step, seed, data cursor) and
+//! train_config.json. It is written whole into `model.new/`, marked COMPLETE, and
 //! swapped in by two renames (`model` -> `model.old`, `model.new` -> `model`), so a kill at any
 //! moment leaves a complete checkpoint under one of the three names; [`latest`] finds it.
 
 use crate::data::pack::Cursor;
 use anyhow::{Context, Result, bail};
-use emu_model::{Emu3Config, Emu3ForCausalLM};
+use emu_model::{Emu3Config, Emu3ForCausalLM, Extensions};
 use emu_tokenizer::checkpoint::{save_atomic, write_atomic};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -32,6 +33,8 @@ pub struct TrainState {
 pub struct Companions {
     pub tokenizer: PathBuf,
     pub vision_tokenizer: Option<PathBuf>,
+    /// Written as `extensions.json` unless it is the reference's behaviour.
+    pub extensions: Extensions,
 }
 
 fn link_or_copy(src: &Path, dst: &Path) -> Result<()> {
@@ -74,6 +77,10 @@ pub fn save(
     link_or_copy(&companions.tokenizer, &new.join("tokenizer.json"))?;
     if let Some(vq) = &companions.vision_tokenizer {
         link_or_copy(vq, &new.join("vision_tokenizer"))?;
+    }
+    if companions.extensions != Extensions::default() {
+        let json = serde_json::to_string_pretty(&companions.extensions)?;
+        write_atomic(&new.join(Extensions::FILE), &json)?;
     }
     write_atomic(&new.join(COMPLETE), &format!("{}\n", state.step))?;
     if old.exists() {

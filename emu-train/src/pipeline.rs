@@ -260,8 +260,14 @@ pub fn run(
     let vq_cfg = emu_tokenizer::vq::VqConfig::from_file(&vq_dir.join("config.json"))?;
     let model_cfg = lm_config(cfg, init, &text, size, vq_cfg.spatial_factor())?;
     let store = TokenStore::open(&tokens_dir)?;
-    let companions =
-        Companions { tokenizer: tok_path.clone(), vision_tokenizer: Some(vq_dir.clone()) };
+    let companions = Companions {
+        tokenizer: tok_path.clone(),
+        vision_tokenizer: Some(vq_dir.clone()),
+        extensions: emu_model::Extensions {
+            plan: store.index.plan,
+            cfg_scale: Some(cfg.eval.generation.cfg_scale),
+        },
+    };
     let start = Instant::now();
     let steps = cfg.lm_train.steps as u64;
     let b = bar(steps, "lm", show && dist.is_main());

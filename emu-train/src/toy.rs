@@ -152,6 +152,7 @@ mod tests {
                 negative: Some(neg.clone()),
                 structure: Some(st),
                 structure_offset: 0,
+                stop: None,
             })
             .collect();
         let mut pmi = vec![0.0; reqs.len()];
@@ -193,5 +194,49 @@ mod tests {
         let greedy = GenerateConfig { sampling: SamplingConfig::greedy(), ..best_cfg };
         let err = m.text_to_grid(&prompts, "", st, 1, &greedy, &mut |_, _, _| {}).unwrap_err();
         assert!(err.to_string().contains("identical candidates"), "{err}");
+    }
+
+    #[test]
+    fn a_planning_model_draws_from_the_plan_it_wrote() {
+        use emu_model::generate::{Request, SamplingConfig, generate};
+        let _rng = rng_lock();
+        let dir = tempfile::tempdir().unwrap();
+        write_toy_model(dir.path(), 3).unwrap();
+        let mut m = Emu3::load(dir.path(), None, Device::Cpu, Kind::Float).unwrap();
+        let st = Structure::image(4, 4);
+        let sampling = SamplingConfig { top_k_image: Some(8), ..Default::default() };
+        let cfg = GenerateConfig { cfg_scale: 2.0, sampling, seed: 11, ..Default::default() };
+        let prompts = vec!["two blue squares".to_string()];
+        let plain = m.text_to_grid(&prompts, "", st, 1, &cfg, &mut |_, _, _| {}).unwrap();
+        assert_eq!(plain[0].plan, None, "a folder without extensions.json does not plan");
+
+        m.extensions.plan = true;
+        let planned = m.text_to_grid(&prompts, "", st, 1, &cfg, &mut |_, _, _| {}).unwrap();
+        // By hand: the plan is written after `BOS caption` up to the image start, without
+        // guidance; the image is then drawn after caption and plan, guided against "".
+        let fmt = m.format();
+        let boi = m.vocab.special.boi;
+        let plan_req = Request {
+            prompt: fmt.plan_prompt(&prompts[0]).unwrap(),
+            stop: Some(boi),
+            ..Default::default()
+        };
+        let plan_cfg = GenerateConfig { cfg_scale: 1.0, max_new_tokens: 64, ..cfg.clone() };
+        let written = generate(&m.lm, &m.vocab, &[plan_req], &plan_cfg, &mut |_| {}).unwrap();
+        let plan: Vec<i64> = written[0]
+            .iter()
+            .copied()
+            .take_while(|&t| t != boi && t != m.vocab.special.eos)
+            .collect();
+        let draw = Request {
+            prompt: fmt.t2i_prompt_planned(&prompts[0], &plan, 4, 4).unwrap(),
+            negative: Some(fmt.t2i_prompt("", 4, 4).unwrap()),
+            structure: Some(st),
+            ..Default::default()
+        };
+        let drawn = generate(&m.lm, &m.vocab, &[draw], &cfg, &mut |_| {}).unwrap();
+        assert_eq!(planned[0].tokens, drawn[0]);
+        assert!(planned[0].plan.is_some());
+        assert_ne!(planned[0].tokens, plain[0].tokens, "the plan should change what is drawn");
     }
 }

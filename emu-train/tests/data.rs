@@ -1,6 +1,6 @@
 //! Data sources, pre-tokenisation and VQ training on small inputs.
 
-use emu_tokenizer::sequence::{Sample, TurnLayout};
+use emu_tokenizer::sequence::{Role, Sample, TurnLayout};
 use emu_tokenizer::text::TextTokenizer;
 use emu_tokenizer::vocab::visual_token_name;
 use emu_tokenizer::vq::{VqConfig, VqModel};
@@ -27,7 +27,7 @@ fn bad_records_are_counted_and_skipped_not_fatal() {
         r#"{"file": "broken.png", "caption": "unreadable"}"#,
         r#"{"file": "b.png", "caption": "   "}"#,
         r#"not json"#,
-        r#"{"file": "b.png", "caption": "a blue thing", "qa": [["what color?", "blue"]]}"#,
+        r#"{"file": "b.png", "caption": "a blue thing", "qa": [["what color?", "blue"]], "reasoning": "a thing"}"#,
         r#"{"file": "missing.png", "caption": "gone"}"#,
     ];
     let captions = dir.path().join("captions.jsonl");
@@ -35,10 +35,11 @@ fn bad_records_are_counted_and_skipped_not_fatal() {
     let (recs, skipped) = records::image_folder_records(dir.path(), &captions, 16).unwrap();
     assert_eq!((recs.len(), skipped), (2, 4));
     match &recs[1] {
-        Record::Image { image, caption, qa } => {
+        Record::Image { image, caption, qa, reasoning, .. } => {
             assert_eq!(image.dimensions(), (16, 16));
             assert_eq!(caption, "a blue thing");
             assert_eq!(qa.len(), 2, "its own question and the description");
+            assert_eq!(reasoning.as_deref(), Some("a thing"));
         }
         _ => panic!("an image record"),
     }
@@ -135,6 +136,66 @@ fn pre_tokenisation_writes_every_task_of_every_record() {
     let zero = TokenizeOptions { qa_turns: 0, ..opts };
     let err = tokenize(&recs, &vq, &text, &vocab, grouped.path(), &zero).unwrap_err();
     assert!(err.to_string().contains("qa_turns is 0"), "{err}");
+}
+
+#[test]
+fn planned_generation_samples_carry_their_layout_unless_the_caption_is_dropped() {
+    let vq = VqModel::new(emu_train::toy::toy_vq_config(), Device::Cpu, Kind::Float).unwrap();
+    let world = WorldData { images: 16, videos: 0, size: 32, plan: true, ..Default::default() };
+    let recs = records::world_records(&world);
+    let mut specials = special_tokens();
+    specials.extend((0..vq.config.codebook_size).map(visual_token_name));
+    let text = TextTokenizer::train_bpe(&records::corpus(&recs), 300, &specials).unwrap();
+    let cfg = emu_train::presets::PipelineConfig::preset("smoke").unwrap();
+    let model_cfg =
+        emu_train::pipeline::model_config(&cfg, &text, 32, vq.config.spatial_factor()).unwrap();
+    let vocab = emu_model::pipeline::layout_for(&model_cfg, Some(vq.config.codebook_size), |s| {
+        text.token_to_id(s).map(i64::from)
+    })
+    .unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let opts = TokenizeOptions { cfg_dropout: 0.5, ..Default::default() };
+    let idx = tokenize(&recs, &vq, &text, &vocab, out.path(), &opts).unwrap();
+    assert!(idx.plan, "the index says its generation samples plan");
+    let store = TokenStore::open(out.path()).unwrap();
+    let (mut planned, mut dropped) = (0, 0);
+    for (s, _) in store.samples.iter().filter(|(_, k)| *k == Task::TextToImage) {
+        let plan: Vec<i64> = s
+            .ids
+            .iter()
+            .zip(&s.roles)
+            .filter(|(_, r)| **r == Role::Plan)
+            .map(|(i, _)| *i)
+            .collect();
+        if s.ids[1] == vocab.special.boi {
+            // The unconditional stream: neither caption nor plan.
+            assert!(plan.is_empty(), "{:?}", s.ids);
+            dropped += 1;
+        } else {
+            // The plan's text, then the image start that ends it.
+            assert_eq!(plan.last(), Some(&vocab.special.boi));
+            let words = text
+                .decode(&plan[..plan.len() - 1].iter().map(|&t| t as u32).collect::<Vec<_>>(), true)
+                .unwrap();
+            assert!(
+                words.trim().starts_with(':')
+                    && (words.contains(" top ") || words.contains(" bottom ")),
+                "{words:?}"
+            );
+            planned += 1;
+        }
+    }
+    assert!(planned > 0 && dropped > 0, "{planned} planned, {dropped} dropped");
+    // Chat samples never plan, and a world without plans makes an index that says so.
+    let chat_plans = store
+        .samples
+        .iter()
+        .filter(|(_, k)| *k == Task::Understanding)
+        .any(|(s, _)| s.roles.contains(&Role::Plan));
+    assert!(!chat_plans);
+    let plain = records::world_records(&WorldData { plan: false, ..world });
+    let out = tempfile::tempdir().unwrap();
+    assert!(!tokenize(&plain, &vq, &text, &vocab, out.path(), &opts).unwrap().plan);
 }
 
 struct Squares {

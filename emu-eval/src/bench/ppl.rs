@@ -1,7 +1,8 @@
 //! `ppl`: held-out loss per modality, in nats per token. Images: the visual codes of
-//! text-to-image samples; text: the answers of understanding samples; video: the codes of
-//! text-to-video samples. Held-out world scenes use seeds no training set uses. Codes are the
-//! generator's business and answers the chat model's, so each loss is taken on its own model.
+//! text-to-image samples; text: the answers of understanding samples (plain, and reasoned: after
+//! the scene's layout); video: the codes of text-to-video samples. Held-out world scenes use
+//! seeds no training set uses. Codes are the generator's business and answers the chat model's,
+//! so each loss is taken on its own model.
 //!
 //! Shapes: L tokens per sample.
 
@@ -11,7 +12,7 @@ use super::{BenchOptions, Models};
 use crate::world::{self, Scene};
 use anyhow::Result;
 use emu_model::pipeline::Emu3;
-use emu_tokenizer::sequence::{Sample, Weighting};
+use emu_tokenizer::sequence::{Role, Sample, Weighting};
 use std::collections::BTreeMap;
 use tch::{Device, Tensor};
 
@@ -40,8 +41,21 @@ pub fn run(models: Models<'_>, opts: &BenchOptions) -> Result<BenchResult> {
     let codes = model.encode_many(&images, h, w)?;
     let mut t2i = Vec::new();
     let mut blank = Vec::new();
+    // A planning generator is judged in its own format: the codes after caption and plan, the
+    // plan being the scene's true layout, as in training.
+    let plans = model.extensions.plan;
     for ((seed, s), c) in scenes.iter().zip(&codes) {
-        t2i.push(fmt.t2i_sample(&world::caption(s, *seed), c, h, w)?);
+        let caption = world::caption(s, *seed);
+        t2i.push(if plans {
+            let mut planned = fmt.t2i_planned_sample(&caption, &world::layout(s), c, h, w)?;
+            // Only the codes are judged here: the plan is given, as context.
+            for r in planned.roles.iter_mut().filter(|r| **r == Role::Plan) {
+                *r = Role::Context;
+            }
+            planned
+        } else {
+            fmt.t2i_sample(&caption, c, h, w)?
+        });
         blank.push(fmt.t2i_sample("", c, h, w)?);
     }
     // The chat model sees the images through its own tokenizer (a run's two models share one).
@@ -54,10 +68,12 @@ pub fn run(models: Models<'_>, opts: &BenchOptions) -> Result<BenchResult> {
         &own_codes
     };
     let chat_fmt = models.chat.format();
-    let mut chat = Vec::new();
+    let (mut chat, mut reasoned) = (Vec::new(), Vec::new());
     for ((seed, s), c) in scenes.iter().zip(chat_codes) {
         for q in world::scene_questions(s, *seed).into_iter().take(2) {
             chat.push(chat_fmt.chat_sample(c, ch, cw, &q.question, &q.answer)?);
+            let answer = world::reasoned_answer(&world::layout(s), &q.answer);
+            reasoned.push(chat_fmt.chat_sample(c, ch, cw, &q.question, &answer)?);
         }
     }
     let t = model.vq.as_ref().map_or(4, |v| v.config.temporal_downsample_factor) as u32;
@@ -75,15 +91,25 @@ pub fn run(models: Models<'_>, opts: &BenchOptions) -> Result<BenchResult> {
     // What the caption is worth: the same codes after an empty caption (the CFG branch).
     metrics.insert("caption_gain".into(), loss(model, &blank, Weighting::VisionOnly)? - loss_image);
     metrics.insert("loss_text".into(), loss(models.chat, &chat, Weighting::TextOnly)?);
+    // A model that reasons first (`world::reasoned_answer`) is judged on the answers it was
+    // taught to give, the scene's layout and then the answer; the plain answers' loss is then
+    // high for the wrong reason.
+    metrics.insert("loss_reasoned".into(), loss(models.chat, &reasoned, Weighting::TextOnly)?);
     metrics.insert("loss_video".into(), loss(model, &t2v, Weighting::VisionOnly)?);
     Ok(BenchResult {
         name: "ppl".into(),
         protocol: format!(
-            "Held-out next-token loss (nats/token): loss_image over the codes of {} text-to-image samples, caption_gain \
+            "Held-out next-token loss (nats/token): loss_image over the codes of {} text-to-image samples{}, caption_gain \
              = how much lower that is than after an empty caption, loss_text over \
-             the answers of {} understanding samples, loss_video over the codes of {} text-to-video samples (world seeds \
+             the answers of {} understanding samples, loss_reasoned over the same answers each \
+             stated after the scene's layout (\"red circle top left, ...: red\"), loss_video over the codes of {} text-to-video samples (world seeds \
              200000+ and 300000+).",
             t2i.len(),
+            if plans {
+                " (after caption and plan: this generator plans, and its plan is the scene's layout)"
+            } else {
+                ""
+            },
             chat.len(),
             t2v.len()
         ),

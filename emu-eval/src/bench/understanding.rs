@@ -1,6 +1,7 @@
 //! `vqa`: image understanding on the world. Fixed scenes from fixed seeds, every kind of question
 //! (colour, shape, count, relation), greedy answers in Emu3-Chat's template, exact-match accuracy
-//! by question type; plus caption attribute F1 of the answer to "describe the image".
+//! by question type; plus caption attribute F1 of the answer to "describe the image". An answer
+//! that reasons first is judged on what follows its reasoning (`world::metrics::normalize_answer`).
 //!
 //! Shapes: h/w code grid of every input image.
 
@@ -36,7 +37,8 @@ pub fn run(
     let images: Vec<_> = scenes.iter().map(|s| world::render(s, ph as u32)).collect();
     let greedy = GenerateConfig {
         sampling: SamplingConfig::greedy(),
-        max_new_tokens: 24,
+        // Room for a reasoned answer: four objects' layout, then the answer.
+        max_new_tokens: 64,
         cfg_scale: 1.0,
         ..opts.generation.clone()
     };

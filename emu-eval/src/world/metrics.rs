@@ -14,12 +14,14 @@ use serde::{Deserialize, Serialize};
 use super::parse::{Caption, ObjectView, scan_caption};
 use super::qa::QaKind;
 use super::scene::{Color, Relation, Shape};
-use super::text::number_word;
+use super::text::{REASONING_END, number_word};
 
-/// Lowercase first word of a prediction, without punctuation; digits become number words so
-/// "3" and "three" agree.
+/// Lowercase first word of a prediction's answer, without punctuation; digits become number
+/// words so "3" and "three" agree. The answer is what follows the last [`REASONING_END`], so a
+/// model that reasons before it answers is judged on its answer alone.
 pub fn normalize_answer(prediction: &str) -> String {
-    let lower = prediction.to_ascii_lowercase();
+    let answer = prediction.rsplit(REASONING_END).next().unwrap_or(prediction);
+    let lower = answer.to_ascii_lowercase();
     let word = lower
         .split(|c: char| !c.is_ascii_alphanumeric())
         .find(|w| !w.is_empty() && !matches!(*w, "a" | "an" | "the"))
@@ -191,6 +193,9 @@ mod tests {
         assert_eq!(normalize_answer("  3 objects"), "three");
         assert_eq!(normalize_answer("the circle"), "circle");
         assert_eq!(normalize_answer(""), "");
+        // Reasoning before the answer is not judged, even when it names another answer.
+        assert_eq!(normalize_answer("red circle top left, blue star top right: blue"), "blue");
+        assert_eq!(normalize_answer("red circle top left: "), "");
     }
 
     #[test]

@@ -47,6 +47,8 @@ pub use parse::{ObjectView, parse_caption, scan_caption, text_holds};
 pub use qa::{QaKind, QaPair, answer_question, sample_question, scene_questions, video_questions};
 pub use render::render;
 pub use scene::{Background, Cell, Color, Object, ObjectSpec, Relation, Scene, Shape, Size};
-pub use text::{CaptionTemplate, caption, caption_with, video_caption};
+pub use text::{
+    CaptionTemplate, REASONING_END, caption, caption_with, layout, reasoned_answer, video_caption,
+};
 pub use track::{TrackedObject, detect_video};
 pub use video::{Direction, Event, VideoObject, VideoScene, render_video};

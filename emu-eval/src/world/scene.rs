@@ -202,6 +202,13 @@ impl Cell {
         (self.row, self.col)
     }
 
+    /// "top left", "top right", "bottom left" or "bottom right".
+    pub fn name(self) -> &'static str {
+        const NAMES: [[&str; GRID as usize]; GRID as usize] =
+            [["top left", "top right"], ["bottom left", "bottom right"]];
+        NAMES[usize::from(self.row)][usize::from(self.col)]
+    }
+
     /// Centre of the cell as fractions of the image side.
     pub fn center(self) -> [f32; 2] {
         let g = f32::from(GRID);

@@ -194,6 +194,28 @@ pub fn caption_with(scene: &Scene, template: CaptionTemplate, seed: u64) -> Opti
     }
 }
 
+/// Ends the reasoning that may open an answer: a chat model trained with
+/// [`reasoned_answer`] states the scene's [`layout`], then this mark, then its answer.
+pub const REASONING_END: char = ':';
+
+/// The scene's layout: each object's colour, shape and cell, in reading order, such as
+/// "purple triangle top left, orange circle top right, green diamond bottom left". Every
+/// question the world asks about a still scene can be answered by reading this text alone, which
+/// is why a chat model may say it before it answers ([`reasoned_answer`]).
+pub fn layout(scene: &Scene) -> String {
+    let mut objs = scene.objects.clone();
+    objs.sort_by_key(|o| o.cell.reading_order());
+    objs.iter()
+        .map(|o| format!("{} {} {}", o.color.name(), o.shape.name(), o.cell.name()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// An answer that first states its reasoning: "{reasoning}: {answer}".
+pub fn reasoned_answer(reasoning: &str, answer: &str) -> String {
+    format!("{reasoning}{REASONING_END} {answer}")
+}
+
 /// Templates this scene supports.
 pub fn applicable_templates(scene: &Scene) -> Vec<CaptionTemplate> {
     CaptionTemplate::ALL.into_iter().filter(|&t| caption_with(scene, t, 0).is_some()).collect()
@@ -299,6 +321,53 @@ mod tests {
         );
         assert_eq!(noun_phrase(3, None, None, None), "three objects");
         assert_eq!(noun_phrase(1, None, None, None), "an object");
+    }
+
+    #[test]
+    fn a_layout_answers_every_question_about_its_scene() {
+        use super::super::parse::ObjectView;
+        use super::super::qa::{answer_question, scene_questions};
+        use super::super::scene::Cell;
+        let s = scene(vec![
+            obj(Shape::Star, Color::Yellow, Size::Large, 1, 1),
+            obj(Shape::Circle, Color::Red, Size::Small, 1, 0),
+            obj(Shape::Square, Color::Blue, Size::Large, 0, 1),
+        ]);
+        assert_eq!(
+            layout(&s),
+            "red circle top right, blue square bottom left, yellow star bottom right"
+        );
+        // Read a layout back with nothing but its words, then answer from that alone.
+        let read = |text: &str| -> Vec<ObjectView> {
+            text.split(", ")
+                .map(|item| {
+                    let w: Vec<&str> = item.split(' ').collect();
+                    let cell = Cell::all()
+                        .find(|c| c.name() == format!("{} {}", w[2], w[3]))
+                        .unwrap_or_else(|| panic!("no cell in {item:?}"));
+                    let (shape, color) =
+                        (Shape::from_name(w[1]).unwrap(), Color::from_name(w[0]).unwrap());
+                    let o = obj(shape, color, Size::Large, cell.col, cell.row);
+                    ObjectView::from(&o)
+                })
+                .collect()
+        };
+        for seed in 0..300 {
+            let s = Scene::random(seed);
+            let truth: Vec<ObjectView> = s.objects.iter().map(ObjectView::from).collect();
+            let from_layout = read(&layout(&s));
+            for q in scene_questions(&s, seed) {
+                assert_eq!(answer_question(&q.question, &truth).as_deref(), Some(&*q.answer));
+                assert_eq!(
+                    answer_question(&q.question, &from_layout).as_deref(),
+                    Some(&*q.answer),
+                    "seed {seed}: {:?} from {:?}",
+                    q.question,
+                    layout(&s)
+                );
+            }
+        }
+        assert_eq!(reasoned_answer("red circle top left", "red"), "red circle top left: red");
     }
 
     #[test]

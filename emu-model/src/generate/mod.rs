@@ -58,6 +58,8 @@ pub struct Request {
     pub structure: Option<Structure>,
     /// Grid tokens already in the prompt (video continuation).
     pub structure_offset: i64,
+    /// A token that ends the request besides EOS (the image start that ends a plan).
+    pub stop: Option<i64>,
 }
 
 /// What the engine reports while it runs.
@@ -68,7 +70,7 @@ pub enum Event<'a> {
     Token { row: usize, token: i64, pmi: f64 },
     /// An image row was completed (`codes` are its w code tokens).
     ImageRow { row: usize, frame: i64, index: i64, tokens: &'a [i64] },
-    /// Request `row` ended (EOS, end of grid, or the token limit).
+    /// Request `row` ended (EOS, its stop token, end of grid, or the token limit).
     Finished { row: usize },
 }
 
@@ -156,7 +158,9 @@ pub fn generate(
                     }
                 }
             }
-            let done = token == vocab.special.eos || out[r].len() as i64 >= steps[r];
+            let done = token == vocab.special.eos
+                || requests[r].stop == Some(token)
+                || out[r].len() as i64 >= steps[r];
             if done {
                 active[r] = false;
                 on_event(Event::Finished { row: r });

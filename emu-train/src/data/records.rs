@@ -21,7 +21,16 @@ pub const DESCRIBE: &str = "describe the image";
 /// One unit of training data.
 pub enum Record {
     /// An image with a caption (for generation) and question/answer pairs (for understanding).
-    Image { image: RgbImage, caption: String, qa: Vec<(String, String)> },
+    /// With `reasoning`, the first answer of each chat sample states it before answering
+    /// ([`world::reasoned_answer`]); with `plan`, generation writes it between caption and image
+    /// ([`emu_tokenizer::sequence::PLAN_MARK`]).
+    Image {
+        image: RgbImage,
+        caption: String,
+        qa: Vec<(String, String)>,
+        reasoning: Option<String>,
+        plan: Option<String>,
+    },
     /// A clip with a caption.
     Video { frames: Vec<RgbImage>, caption: String, fps: i64 },
 }
@@ -51,6 +60,15 @@ pub struct WorldData {
     /// a caption leaves to chance: trained on partial captions, "two circles" often came out as
     /// three or four.
     pub complete_caption_share: f64,
+    /// Whether the chat samples reason before they answer: the first answer of each states the
+    /// scene's layout ([`world::layout`]), "red circle top left, blue star bottom right: red",
+    /// so that the model reads its answer off text it wrote rather than off the image codes.
+    pub reasoning: bool,
+    /// Whether text-to-image samples plan: the scene's layout follows the caption, "two circles:
+    /// red circle top left, blue circle bottom right", and the image follows that. Generation
+    /// then writes the layout first, where counting objects and placing them are decisions over
+    /// a few words rather than over the image's codes.
+    pub plan: bool,
     pub seed: u64,
 }
 
@@ -66,6 +84,8 @@ impl Default for WorldData {
             prompt_share: 0.5,
             prompt_distractors: 0,
             complete_caption_share: 0.5,
+            reasoning: false,
+            plan: false,
             seed: 1,
         }
     }
@@ -141,7 +161,9 @@ pub fn world_records(cfg: &WorldData) -> Vec<Record> {
                 .map(|q| (q.question, q.answer))
                 .collect();
             qa.push((DESCRIBE.to_string(), describe));
-            Record::Image { image: world::render(&scene, cfg.size), caption, qa }
+            let reasoning = cfg.reasoning.then(|| world::layout(&scene));
+            let plan = cfg.plan.then(|| world::layout(&scene));
+            Record::Image { image: world::render(&scene, cfg.size), caption, qa, reasoning, plan }
         })
         .collect();
     out.extend((0..cfg.videos).into_par_iter().map(|i| video_record(cfg, i)).collect::<Vec<_>>());
@@ -160,13 +182,16 @@ fn video_record(cfg: &WorldData, i: usize) -> Record {
 }
 
 /// One line of a captions JSONL: `{"file": "a.png", "caption": "..."}`; optional `"qa"`:
-/// `[["question", "answer"], ...]`.
+/// `[["question", "answer"], ...]`, and `"reasoning"`: text the first answer of each chat
+/// sample states before it answers.
 #[derive(Deserialize)]
 struct CaptionLine {
     file: String,
     caption: String,
     #[serde(default)]
     qa: Vec<(String, String)>,
+    #[serde(default)]
+    reasoning: Option<String>,
 }
 
 /// Records of an image folder described by `captions` (JSONL); images resized to `size`.
@@ -200,7 +225,8 @@ pub fn image_folder_records(
                 let image = emu_tokenizer::image::resize(&img, size, size);
                 let mut qa = rec.qa;
                 qa.push((DESCRIBE.into(), rec.caption.clone()));
-                out.push(Record::Image { image, caption: rec.caption, qa });
+                let reasoning = rec.reasoning.filter(|r| !r.trim().is_empty());
+                out.push(Record::Image { image, caption: rec.caption, qa, reasoning, plan: None });
             }
             Err(e) => {
                 eprintln!("skipping {}:{}: {e:#}", captions.display(), n + 1);
@@ -257,18 +283,24 @@ pub fn video_folder_records(
 /// text as often as the samples hold it, so that the template costs a few tokens rather than
 /// one per character.
 pub fn corpus(records: &[Record]) -> Vec<String> {
-    use emu_tokenizer::sequence::{CHAT_PREFIX, CHAT_SUFFIX};
+    use emu_tokenizer::sequence::{CHAT_PREFIX, CHAT_SUFFIX, PLAN_MARK};
     let mut out = Vec::new();
     for r in records {
         match r {
-            Record::Image { caption, qa, .. } => {
+            Record::Image { caption, qa, reasoning, plan, .. } => {
                 out.push(caption.clone());
+                if let Some(p) = plan {
+                    out.push(format!("{PLAN_MARK} {p}"));
+                }
                 out.push(CHAT_PREFIX.to_string());
                 for (q, a) in qa {
                     // A first turn follows the image, a later one an answer.
                     out.push(format!("{q}{CHAT_SUFFIX}"));
                     out.push(format!(" USER: {q}{CHAT_SUFFIX}"));
                     out.push(format!(" {a}"));
+                }
+                if let Some(r) = reasoning {
+                    out.push(format!(" {}", world::reasoned_answer(r, "")));
                 }
             }
             Record::Video { caption, .. } => out.push(caption.clone()),
@@ -376,5 +408,28 @@ mod tests {
         assert!(prefix.len() <= 9, "{CHAT_PREFIX:?} costs {} tokens", prefix.len());
         let turn = bpe.encode(" USER: what color is the circle. ASSISTANT:").unwrap();
         assert!(turn.len() <= 10, "a later turn costs {} tokens", turn.len());
+    }
+
+    #[test]
+    fn plans_and_reasoning_are_the_scene_layout_and_the_bpe_learns_them() {
+        let cfg =
+            WorldData { images: 200, videos: 0, plan: true, reasoning: true, ..Default::default() };
+        let recs = world_records(&cfg);
+        for (i, r) in recs.iter().enumerate() {
+            let Record::Image { plan, reasoning, .. } = r else { panic!("images only") };
+            let (scene, _) = world_image(&cfg, i);
+            assert_eq!(plan.as_deref(), Some(world::layout(&scene).as_str()));
+            assert_eq!(reasoning, plan);
+        }
+        let bpe = emu_tokenizer::text::TextTokenizer::train_bpe(&corpus(&recs), 512, &[]).unwrap();
+        // About a token a word: the plan is paid for in every text-to-image sample.
+        let plan = ": red circle top left, blue star bottom right";
+        let n = bpe.encode(plan).unwrap().len();
+        assert!(n <= 10, "{plan:?} costs {n} tokens");
+        let off = WorldData { images: 20, videos: 0, ..Default::default() };
+        for r in world_records(&off) {
+            let Record::Image { plan, reasoning, .. } = r else { panic!("images only") };
+            assert_eq!((plan, reasoning), (None, None));
+        }
     }
 }

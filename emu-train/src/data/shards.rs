@@ -59,6 +59,10 @@ pub struct Index {
     /// How the chat samples' later turns are laid out; training masks them to match.
     #[serde(default)]
     pub turn_layout: TurnLayout,
+    /// Whether text-to-image samples carry plans ([`Role::Plan`]): a model trained on them
+    /// writes one before it draws, and its folder says so (`emu_model::Extensions`).
+    #[serde(default)]
+    pub plan: bool,
 }
 
 /// Writes samples into shards of at most `per_shard` samples.
@@ -87,6 +91,7 @@ impl ShardWriter {
     }
 
     pub fn push(&mut self, sample: Sample, task: Task) -> Result<()> {
+        self.index.plan |= sample.roles.contains(&Role::Plan);
         self.buf.push((sample, task));
         if self.buf.len() >= self.per_shard {
             self.flush()?;

@@ -108,6 +108,25 @@ fn encode_batch(vq: &VqModel, batch: &[&Record]) -> Result<Vec<Vec<Vec<i64>>>> {
         .collect())
 }
 
+/// A chat sample's turns with the record's reasoning stated before the answers that cannot see
+/// it already: the first turn's, and with [`TurnLayout::Alone`] every turn's, since each then
+/// sees only itself.
+fn reason_first(
+    mut turns: Vec<(String, String)>,
+    reasoning: Option<&str>,
+    layout: TurnLayout,
+) -> Vec<(String, String)> {
+    let Some(r) = reasoning else { return turns };
+    let reasoned = match layout {
+        TurnLayout::Continued => 1,
+        TurnLayout::Alone => turns.len(),
+    };
+    for (_, answer) in turns.iter_mut().take(reasoned) {
+        *answer = emu_eval::world::reasoned_answer(r, answer);
+    }
+    turns
+}
+
 /// The samples of one record.
 fn samples(
     fmt: &SequenceFormat<'_, TextTokenizer>,
@@ -120,13 +139,24 @@ fn samples(
     let (h, w) = grid;
     let p = opts.cfg_dropout;
     Ok(match r {
-        Record::Image { caption, qa, .. } => {
+        Record::Image { caption, qa, reasoning, plan, .. } => {
             let cap = emu_tokenizer::sequence::cfg_dropout(caption, p, rng.random());
-            let mut v = vec![(fmt.t2i_sample(cap, &codes[0], h, w)?, Task::TextToImage)];
+            // The unconditional stream drops the plan with the caption: guidance contrasts the
+            // image under both with the image under neither.
+            let t2i = match plan {
+                Some(plan) if !cap.is_empty() => {
+                    fmt.t2i_planned_sample(cap, plan, &codes[0], h, w)?
+                }
+                _ => fmt.t2i_sample(cap, &codes[0], h, w)?,
+            };
+            let mut v = vec![(t2i, Task::TextToImage)];
             let (describe, questions): (Vec<_>, Vec<_>) =
                 qa.iter().cloned().partition(|(q, _)| q == DESCRIBE);
-            for turns in questions.chunks(opts.qa_turns).chain(describe.chunks(1)) {
-                let sample = fmt.chat_turns_sample(&codes[0], h, w, turns, opts.turn_layout)?;
+            let questions = questions
+                .chunks(opts.qa_turns)
+                .map(|turns| reason_first(turns.to_vec(), reasoning.as_deref(), opts.turn_layout));
+            for turns in questions.chain(describe.chunks(1).map(<[_]>::to_vec)) {
+                let sample = fmt.chat_turns_sample(&codes[0], h, w, &turns, opts.turn_layout)?;
                 v.push((sample, Task::Understanding));
             }
             v
@@ -184,4 +214,24 @@ pub fn tokenize(
         }
     }
     writer.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reasoning_opens_the_answers_that_cannot_see_it() {
+        let turns = || vec![("q1".to_string(), "a1".to_string()), ("q2".into(), "a2".into())];
+        let answers = |t: Vec<(String, String)>| t.into_iter().map(|(_, a)| a).collect::<Vec<_>>();
+        assert_eq!(answers(reason_first(turns(), None, TurnLayout::Continued)), ["a1", "a2"]);
+        assert_eq!(
+            answers(reason_first(turns(), Some("red circle top left"), TurnLayout::Continued)),
+            ["red circle top left: a1", "a2"]
+        );
+        assert_eq!(
+            answers(reason_first(turns(), Some("red circle top left"), TurnLayout::Alone)),
+            ["red circle top left: a1", "red circle top left: a2"]
+        );
+    }
 }

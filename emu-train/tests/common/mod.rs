@@ -33,7 +33,7 @@ pub fn companions(dir: &Path) -> Companions {
     let tok = TextTokenizer::train_bpe(&["a b c".to_string()], 300, &[]).unwrap();
     let p = dir.join("tok.json");
     tok.save(&p).unwrap();
-    Companions { tokenizer: p, vision_tokenizer: None }
+    Companions { tokenizer: p, vision_tokenizer: None, extensions: Default::default() }
 }
 
 pub fn config(steps: i64) -> LmTrainConfig {
