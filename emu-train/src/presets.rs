@@ -9,6 +9,7 @@ use crate::vq_train::VqTrainConfig;
 use anyhow::{Result, bail};
 use emu_eval::bench::BenchOptions;
 use emu_model::Emu3Config;
+use emu_model::generate::GenerateConfig;
 use emu_tokenizer::sequence::TurnLayout;
 use emu_tokenizer::vq::VqConfig;
 use serde::{Deserialize, Serialize};
@@ -198,6 +199,7 @@ impl PipelineConfig {
             qa_per_image: 4,
             prompt_distractors: 0,
             complete_caption_share: 0.5,
+            plan: true,
             ..WorldData::default()
         };
         let vq = VqConfig {
@@ -265,7 +267,10 @@ impl PipelineConfig {
             lm_train,
             chat: Some(ChatPhase { steps: 1750, warmup: 100, lr: 2e-3, ..ChatPhase::default() }),
             eval_suite: "full".into(),
-            eval: BenchOptions::full(),
+            eval: BenchOptions {
+                generation: GenerateConfig { cfg_scale: 1.5, ..BenchOptions::full().generation },
+                ..BenchOptions::full()
+            },
             eval_every: 600,
         };
         Ok(match name {

@@ -100,11 +100,16 @@ pub fn run(
              CFG {}, judged by the world's detector (counting exact, position by detected centres); overall = mean of \
              the categories; chance = the overall score of random world scenes ({CHANCE_PROMPTS} prompts per category \
              judged on the scenes' truth), what a model that ignores its prompts scores. Failed samples are marked x \
-             in the grids.",
+             in the grids.{}",
             opts.prompts_per_category,
             opts.samples_per_prompt,
             best_of_note(opts.generation.best_of),
-            opts.generation.cfg_scale
+            opts.generation.cfg_scale,
+            if model.extensions.plan {
+                " This model plans: each sample's plan (text, decoded as the suite decodes text) comes before its image."
+            } else {
+                ""
+            }
         ),
         metrics,
         details: serde_json::Value::Object(details),
