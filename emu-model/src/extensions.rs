@@ -13,6 +13,10 @@ pub struct Extensions {
     /// (`emu_tokenizer::sequence::PLAN_MARK`), so text-to-image generation writes a plan first
     /// and draws from caption and plan together.
     pub plan: bool,
+    /// Its chat samples stated their reasoning before the answer (`world::reasoned_answer` in
+    /// emu-eval), so its answers do too; benchmarks judge the answer after it, and take its
+    /// answers' loss in that form.
+    pub reasoning: bool,
     /// The guidance scale its training run evaluated it with, which `emu generate` and `emu
     /// eval` use unless told otherwise. A planning model's prompt says far more about its image
     /// than a caption alone, and Emu3's scale of 3 then overshoots.
@@ -33,7 +37,7 @@ impl Extensions {
         serde_json::from_str(&text).with_context(|| {
             format!(
                 "{} is not a valid extensions file; expected {{\"plan\": true|false, \
-                 \"cfg_scale\": a number}}",
+                 \"reasoning\": true|false, \"cfg_scale\": a number}}",
                 path.display()
             )
         })
@@ -50,7 +54,7 @@ mod tests {
         assert_eq!(Extensions::load(dir.path()).unwrap(), Extensions::default());
         std::fs::write(dir.path().join(Extensions::FILE), r#"{"plan": true}"#).unwrap();
         let e = Extensions::load(dir.path()).unwrap();
-        assert_eq!(e, Extensions { plan: true, cfg_scale: None });
+        assert_eq!(e, Extensions { plan: true, reasoning: false, cfg_scale: None });
         std::fs::write(dir.path().join(Extensions::FILE), r#"{"cfg_scale": 1.5}"#).unwrap();
         assert_eq!(Extensions::load(dir.path()).unwrap().cfg_scale, Some(1.5));
         std::fs::write(dir.path().join(Extensions::FILE), r#"{"plans": 1}"#).unwrap();

@@ -265,6 +265,7 @@ pub fn run(
         vision_tokenizer: Some(vq_dir.clone()),
         extensions: emu_model::Extensions {
             plan: store.index.plan,
+            reasoning: store.index.reasoning,
             cfg_scale: Some(cfg.eval.generation.cfg_scale),
         },
     };

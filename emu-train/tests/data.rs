@@ -193,9 +193,14 @@ fn planned_generation_samples_carry_their_layout_unless_the_caption_is_dropped()
         .filter(|(_, k)| *k == Task::Understanding)
         .any(|(s, _)| s.roles.contains(&Role::Plan));
     assert!(!chat_plans);
-    let plain = records::world_records(&WorldData { plan: false, ..world });
+    assert!(!idx.reasoning);
+    let plain = records::world_records(&WorldData { plan: false, ..world.clone() });
     let out = tempfile::tempdir().unwrap();
     assert!(!tokenize(&plain, &vq, &text, &vocab, out.path(), &opts).unwrap().plan);
+    // A world whose chat samples reason makes an index that says so, for the model folder.
+    let reasoned = records::world_records(&WorldData { reasoning: true, ..world });
+    let out = tempfile::tempdir().unwrap();
+    assert!(tokenize(&reasoned, &vq, &text, &vocab, out.path(), &opts).unwrap().reasoning);
 }
 
 struct Squares {

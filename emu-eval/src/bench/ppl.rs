@@ -1,6 +1,6 @@
 //! `ppl`: held-out loss per modality, in nats per token. Images: the visual codes of
-//! text-to-image samples; text: the answers of understanding samples (plain, and reasoned: after
-//! the scene's layout); video: the codes of text-to-video samples. Held-out world scenes use
+//! text-to-image samples; text: the answers of understanding samples (after the scene's layout
+//! for a model that reasons first); video: the codes of text-to-video samples. Held-out world scenes use
 //! seeds no training set uses. Codes are the generator's business and answers the chat model's,
 //! so each loss is taken on its own model.
 //!
@@ -68,12 +68,18 @@ pub fn run(models: Models<'_>, opts: &BenchOptions) -> Result<BenchResult> {
         &own_codes
     };
     let chat_fmt = models.chat.format();
-    let (mut chat, mut reasoned) = (Vec::new(), Vec::new());
+    // A chat model that reasons first is judged on the answers it was taught to give: the
+    // scene's layout, then the answer.
+    let reasons = models.chat.extensions.reasoning;
+    let mut chat = Vec::new();
     for ((seed, s), c) in scenes.iter().zip(chat_codes) {
         for q in world::scene_questions(s, *seed).into_iter().take(2) {
-            chat.push(chat_fmt.chat_sample(c, ch, cw, &q.question, &q.answer)?);
-            let answer = world::reasoned_answer(&world::layout(s), &q.answer);
-            reasoned.push(chat_fmt.chat_sample(c, ch, cw, &q.question, &answer)?);
+            let answer = if reasons {
+                world::reasoned_answer(&world::layout(s), &q.answer)
+            } else {
+                q.answer
+            };
+            chat.push(chat_fmt.chat_sample(c, ch, cw, &q.question, &answer)?);
         }
     }
     let t = model.vq.as_ref().map_or(4, |v| v.config.temporal_downsample_factor) as u32;
@@ -91,18 +97,13 @@ pub fn run(models: Models<'_>, opts: &BenchOptions) -> Result<BenchResult> {
     // What the caption is worth: the same codes after an empty caption (the CFG branch).
     metrics.insert("caption_gain".into(), loss(model, &blank, Weighting::VisionOnly)? - loss_image);
     metrics.insert("loss_text".into(), loss(models.chat, &chat, Weighting::TextOnly)?);
-    // A model that reasons first (`world::reasoned_answer`) is judged on the answers it was
-    // taught to give, the scene's layout and then the answer; the plain answers' loss is then
-    // high for the wrong reason.
-    metrics.insert("loss_reasoned".into(), loss(models.chat, &reasoned, Weighting::TextOnly)?);
     metrics.insert("loss_video".into(), loss(model, &t2v, Weighting::VisionOnly)?);
     Ok(BenchResult {
         name: "ppl".into(),
         protocol: format!(
             "Held-out next-token loss (nats/token): loss_image over the codes of {} text-to-image samples{}, caption_gain \
              = how much lower that is than after an empty caption, loss_text over \
-             the answers of {} understanding samples, loss_reasoned over the same answers each \
-             stated after the scene's layout (\"red circle top left, ...: red\"), loss_video over the codes of {} text-to-video samples (world seeds \
+             the answers of {} understanding samples{}, loss_video over the codes of {} text-to-video samples (world seeds \
              200000+ and 300000+).",
             t2i.len(),
             if plans {
@@ -111,6 +112,7 @@ pub fn run(models: Models<'_>, opts: &BenchOptions) -> Result<BenchResult> {
                 ""
             },
             chat.len(),
+            if reasons { " (each after the scene's layout, as this model reasons)" } else { "" },
             t2v.len()
         ),
         metrics,

@@ -63,6 +63,7 @@ pub struct WorldData {
     /// Whether the chat samples reason before they answer: the first answer of each states the
     /// scene's layout ([`world::layout`]), "red circle top left, blue star bottom right: red",
     /// so that the model reads its answer off text it wrote rather than off the image codes.
+    /// Off in the presets: two layers read their answers back poorly (README, "Plans").
     pub reasoning: bool,
     /// Whether text-to-image samples plan: the scene's layout follows the caption, "two circles:
     /// red circle top left, blue circle bottom right", and the image follows that. Generation

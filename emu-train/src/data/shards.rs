@@ -63,6 +63,10 @@ pub struct Index {
     /// writes one before it draws, and its folder says so (`emu_model::Extensions`).
     #[serde(default)]
     pub plan: bool,
+    /// Whether chat samples reason before they answer (`WorldData::reasoning`): a model trained
+    /// on them does, and its folder says so.
+    #[serde(default)]
+    pub reasoning: bool,
 }
 
 /// Writes samples into shards of at most `per_shard` samples.
@@ -82,6 +86,12 @@ impl ShardWriter {
             buf: Vec::new(),
             index: Index::default(),
         })
+    }
+
+    /// Records in the index that chat samples reason before they answer.
+    pub fn with_reasoning(mut self, reasoning: bool) -> Self {
+        self.index.reasoning = reasoning;
+        self
     }
 
     /// Records in the index how the samples' chat turns are laid out.

@@ -180,7 +180,10 @@ pub fn tokenize(
     opts.validate()?;
     let fmt = SequenceFormat::new(vocab, text);
     let f = vq.config.spatial_factor() as u32;
-    let mut writer = ShardWriter::new(out, opts.per_shard)?.with_turn_layout(opts.turn_layout);
+    let reasoning = records.iter().any(|r| matches!(r, Record::Image { reasoning: Some(_), .. }));
+    let mut writer = ShardWriter::new(out, opts.per_shard)?
+        .with_turn_layout(opts.turn_layout)
+        .with_reasoning(reasoning);
     let refs: Vec<&Record> = records.iter().collect();
     for (b, chunk) in refs.chunks(opts.batch.max(1)).enumerate() {
         let codes = encode_batch(vq, chunk)?;
