@@ -6,9 +6,10 @@
 
 use super::report::BenchResult;
 use super::{BenchOptions, save_grid};
+use crate::world::text::read_layout;
 use crate::world::{
-    Category, GenEvalPrompt, benchmark_prompts, chance_level, detect, from_geneval_json,
-    to_geneval_json,
+    Category, DetectedObject, GenEvalPrompt, Size, benchmark_prompts, chance_level, detect,
+    from_geneval_json, to_geneval_json,
 };
 use anyhow::{Context, Result};
 use emu_model::generate::Structure;
@@ -17,6 +18,12 @@ use image::RgbImage;
 use std::collections::BTreeMap;
 use std::path::Path;
 
+/// One generated image and the plan a planning model wrote before it.
+pub struct Drawn {
+    pub image: RgbImage,
+    pub plan: Option<String>,
+}
+
 /// Generates `samples` images per prompt, in batches; returns them in prompt order.
 pub fn generate_images(
     model: &Emu3,
@@ -24,9 +31,9 @@ pub fn generate_images(
     samples: usize,
     opts: &BenchOptions,
     tick: &mut dyn FnMut(usize),
-) -> Result<Vec<Vec<RgbImage>>> {
+) -> Result<Vec<Vec<Drawn>>> {
     let (h, w) = opts.grid(model)?;
-    let mut out: Vec<Vec<RgbImage>> = vec![Vec::new(); prompts.len()];
+    let mut out: Vec<Vec<Drawn>> = (0..prompts.len()).map(|_| Vec::new()).collect();
     let jobs: Vec<(usize, String)> =
         (0..samples).flat_map(|_| prompts.iter().cloned().enumerate()).collect();
     for (b, chunk) in jobs.chunks(opts.batch.max(1)).enumerate() {
@@ -36,7 +43,8 @@ pub fn generate_images(
         let generated =
             model.text_to_grid(&texts, "", Structure::image(h, w), 1, &cfg, &mut |_, _, _| {})?;
         for ((i, _), g) in chunk.iter().zip(generated) {
-            out[*i].push(g.frames.into_iter().next().expect("an image has one frame"));
+            let image = g.frames.into_iter().next().expect("an image has one frame");
+            out[*i].push(Drawn { image, plan: g.plan });
         }
         tick(chunk.len());
     }
@@ -67,8 +75,15 @@ pub fn run(
     let images = generate_images(model, &texts, opts.samples_per_prompt, opts, tick)?;
     let mut per_cat: BTreeMap<Category, (usize, usize)> = BTreeMap::new();
     let mut gallery: BTreeMap<Category, Vec<(String, RgbImage)>> = BTreeMap::new();
-    for (p, imgs) in prompts.iter().zip(&images) {
-        for img in imgs {
+    // Plans judged as the images are, with each planned object at its cell's centre: this
+    // separates what a planning model decided from how well it drew it.
+    let (mut plans_ok, mut plans) = (0usize, 0usize);
+    for (p, drawn) in prompts.iter().zip(&images) {
+        for Drawn { image: img, plan } in drawn {
+            if let Some(plan) = plan {
+                plans += 1;
+                plans_ok += usize::from(plan_satisfies(p, plan));
+            }
             let ok = p.score(&detect(img));
             let e = per_cat.entry(p.category).or_default();
             e.0 += usize::from(ok);
@@ -89,6 +104,9 @@ pub fn run(
     let overall = metrics.values().sum::<f64>() / metrics.len().max(1) as f64;
     metrics.insert("overall".into(), overall);
     metrics.insert("chance".into(), f64::from(chance_level(CHANCE_PROMPTS, 0).overall));
+    if plans > 0 {
+        metrics.insert("plans".into(), plans_ok as f64 / plans as f64);
+    }
     let mut samples = Vec::new();
     for (cat, items) in &gallery {
         samples.push(save_grid(out, &format!("geneval_{}.png", cat.tag()), items, 4)?);
@@ -106,7 +124,8 @@ pub fn run(
             best_of_note(opts.generation.best_of),
             opts.generation.cfg_scale,
             if model.extensions.plan {
-                " This model plans: each sample's plan (text, decoded as the suite decodes text) comes before its image."
+                " This model plans: each sample's plan (text, decoded as the suite decodes text) comes before its image; \
+                 plans = the share of plans that satisfy their prompt, judged with each planned object at its cell's centre."
             } else {
                 ""
             }
@@ -115,6 +134,26 @@ pub fn run(
         details: serde_json::Value::Object(details),
         samples,
         seconds: start.elapsed().as_secs_f64(),
+    })
+}
+
+/// Whether a written plan satisfies the prompt, read as a layout ([`read_layout`]); a plan that
+/// does not read back fails.
+fn plan_satisfies(prompt: &GenEvalPrompt, plan: &str) -> bool {
+    read_layout(plan).is_some_and(|objects| {
+        let found: Vec<DetectedObject> = objects
+            .into_iter()
+            .map(|(color, shape, cell)| DetectedObject {
+                shape,
+                color,
+                size: Size::Large,
+                center: cell.center(),
+                cell,
+                area: 0.0,
+                confidence: 1.0,
+            })
+            .collect();
+        prompt.score(&found)
     })
 }
 
@@ -143,9 +182,9 @@ pub fn from_file(
     for (i, ((meta, p), imgs)) in prompts.iter().zip(&images).enumerate() {
         let dir = out.join(format!("{i:05}"));
         std::fs::create_dir_all(dir.join("samples"))?;
-        for (k, img) in imgs.iter().enumerate() {
+        for (k, d) in imgs.iter().enumerate() {
             let path = dir.join("samples").join(format!("{k:04}.png"));
-            img.save(&path).with_context(|| format!("writing {}", path.display()))?;
+            d.image.save(&path).with_context(|| format!("writing {}", path.display()))?;
         }
         let mut meta = meta.clone();
         if meta.get("prompt").is_none() {
@@ -154,4 +193,29 @@ pub fn from_file(
         std::fs::write(dir.join("metadata.jsonl"), format!("{meta}\n"))?;
     }
     Ok(prompts.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::world::{Relation, Shape};
+
+    #[test]
+    fn plans_are_judged_as_their_images_would_be() {
+        let two = GenEvalPrompt::counting(Shape::Circle, 2);
+        assert!(plan_satisfies(&two, "red circle top left, blue circle bottom right"));
+        assert!(!plan_satisfies(
+            &two,
+            "red circle top left, blue circle top right, red circle bottom left"
+        ));
+        assert!(
+            !plan_satisfies(&two, "red circle top left, red circle top left"),
+            "one cell twice"
+        );
+        assert!(!plan_satisfies(&two, "two circles"), "a plan that does not read back fails");
+        let above = GenEvalPrompt::position(Shape::Diamond, Relation::Above, Shape::Triangle);
+        assert!(plan_satisfies(&above, "red diamond top right, blue triangle bottom right"));
+        assert!(!plan_satisfies(&above, "red triangle top right, blue diamond bottom right"));
+        assert!(!plan_satisfies(&above, "red diamond top left, blue triangle top right"));
+    }
 }

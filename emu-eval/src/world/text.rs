@@ -13,7 +13,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use super::scene::{Color, Object, Relation, Scene, Shape, Size};
+use super::scene::{Cell, Color, Object, Relation, Scene, Shape, Size};
 use super::video::{Event, VideoObject, VideoScene};
 
 /// Number words for counts 1..=4 (0 is never said).
@@ -211,6 +211,22 @@ pub fn layout(scene: &Scene) -> String {
         .join(", ")
 }
 
+/// A layout read back: each item's colour, shape and cell, or `None` unless every item is
+/// "{colour} {shape} {cell}" with names the world knows and no cell holds two objects.
+pub fn read_layout(text: &str) -> Option<Vec<(Color, Shape, Cell)>> {
+    let mut out: Vec<(Color, Shape, Cell)> = Vec::new();
+    for item in text.trim().split(", ") {
+        let (color, rest) = item.split_once(' ')?;
+        let (shape, cell) = rest.split_once(' ')?;
+        let cell = Cell::all().find(|c| c.name() == cell)?;
+        if out.iter().any(|o| o.2 == cell) {
+            return None;
+        }
+        out.push((Color::from_name(color)?, Shape::from_name(shape)?, cell));
+    }
+    Some(out)
+}
+
 /// An answer that first states its reasoning: "{reasoning}: {answer}".
 pub fn reasoned_answer(reasoning: &str, answer: &str) -> String {
     format!("{reasoning}{REASONING_END} {answer}")
@@ -327,7 +343,6 @@ mod tests {
     fn a_layout_answers_every_question_about_its_scene() {
         use super::super::parse::ObjectView;
         use super::super::qa::{answer_question, scene_questions};
-        use super::super::scene::Cell;
         let s = scene(vec![
             obj(Shape::Star, Color::Yellow, Size::Large, 1, 1),
             obj(Shape::Circle, Color::Red, Size::Small, 1, 0),
@@ -339,19 +354,23 @@ mod tests {
         );
         // Read a layout back with nothing but its words, then answer from that alone.
         let read = |text: &str| -> Vec<ObjectView> {
-            text.split(", ")
-                .map(|item| {
-                    let w: Vec<&str> = item.split(' ').collect();
-                    let cell = Cell::all()
-                        .find(|c| c.name() == format!("{} {}", w[2], w[3]))
-                        .unwrap_or_else(|| panic!("no cell in {item:?}"));
-                    let (shape, color) =
-                        (Shape::from_name(w[1]).unwrap(), Color::from_name(w[0]).unwrap());
-                    let o = obj(shape, color, Size::Large, cell.col, cell.row);
-                    ObjectView::from(&o)
+            read_layout(text)
+                .unwrap_or_else(|| panic!("{text:?} does not read back"))
+                .into_iter()
+                .map(|(color, shape, cell)| {
+                    ObjectView::from(&obj(shape, color, Size::Large, cell.col, cell.row))
                 })
                 .collect()
         };
+        for bad in [
+            "",
+            "red circle",
+            "red blob top left",
+            "red circle middle",
+            "red circle top left, blue star top left",
+        ] {
+            assert_eq!(read_layout(bad), None, "{bad:?}");
+        }
         for seed in 0..300 {
             let s = Scene::random(seed);
             let truth: Vec<ObjectView> = s.objects.iter().map(ObjectView::from).collect();
