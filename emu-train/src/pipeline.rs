@@ -158,6 +158,7 @@ pub fn run(
         seed: cfg.lm_train.seed,
         qa_turns: cfg.qa_turns,
         turn_layout: cfg.turn_layout,
+        describe_last: cfg.describe_last,
         ..Default::default()
     };
     tokenize_opts.validate().context("the pipeline config")?;
@@ -370,7 +371,7 @@ fn tokens_made_from(
         if p.exists() { provenance::digest(p) } else { Ok("absent".into()) }
     };
     let world = cfg.sources.iter().any(|s| matches!(s, Source::World(_)));
-    Ok(serde_json::json!({
+    let mut made = serde_json::json!({
         "sources": cfg.sources,
         "world_version": world.then_some(emu_eval::world::VERSION),
         "cfg_dropout": opts.cfg_dropout,
@@ -379,7 +380,12 @@ fn tokens_made_from(
         "turn_layout": opts.turn_layout,
         "text_tokenizer": digest(tok_path)?,
         "vision_tokenizer": digest(&vq_dir.join("model.safetensors"))?,
-    }))
+    });
+    // Named only when set, so that token folders made before the option stay valid.
+    if opts.describe_last {
+        made["describe_last"] = true.into();
+    }
+    Ok(made)
 }
 
 /// The data fields of a run folder's previous pipeline.json, which made tokens recorded before

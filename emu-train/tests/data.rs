@@ -116,6 +116,26 @@ fn pre_tokenisation_writes_every_task_of_every_record() {
     assert_eq!(tally(vocab.special.eos), 18);
     assert_eq!(tally(vocab.special.img), 12);
     assert_eq!(store.index.turn_layout, TurnLayout::Continued);
+    // Described last, each image's description joins its questions' sample: the same 18 answers
+    // with 6 copies of the image, the description always the last turn.
+    let last = tempfile::tempdir().unwrap();
+    let last_opts = TokenizeOptions { describe_last: true, ..opts.clone() };
+    tokenize(&recs, &vq, &text, &vocab, last.path(), &last_opts).unwrap();
+    let last = TokenStore::open(last.path()).unwrap();
+    let joined: Vec<_> =
+        last.samples.iter().filter(|(_, k)| *k == Task::Understanding).map(|(s, _)| s).collect();
+    assert_eq!(joined.len(), 6);
+    let eos: usize =
+        joined.iter().map(|s| s.ids.iter().filter(|&&t| t == vocab.special.eos).count()).sum();
+    assert_eq!(eos, 18);
+    for s in &joined {
+        let ids: Vec<u32> =
+            s.ids.iter().filter(|&&t| !vocab.is_visual(t)).map(|&t| t as u32).collect();
+        let words = text.decode(&ids, true).unwrap();
+        let at =
+            words.rfind(records::DESCRIBE).unwrap_or_else(|| panic!("no description: {words}"));
+        assert!(!words[at..].contains('?'), "the description comes last: {words}");
+    }
     // Laid out alone, later turns drop the " USER: " that joins a conversation, and the index
     // says so, for the training loop to mask them.
     let alone = tempfile::tempdir().unwrap();

@@ -35,6 +35,10 @@ pub struct TokenizeOptions {
     /// How a sample's later turns are laid out (recorded in the token index, which the training
     /// loop reads to mask them to match).
     pub turn_layout: TurnLayout,
+    /// Ask for the description as the last turn of an image's last chat sample instead of in a
+    /// sample of its own: one copy of the image fewer per image. Coming last, its answer gives
+    /// none of the others away.
+    pub describe_last: bool,
 }
 
 impl Default for TokenizeOptions {
@@ -46,6 +50,7 @@ impl Default for TokenizeOptions {
             batch: 32,
             qa_turns: 1,
             turn_layout: TurnLayout::Continued,
+            describe_last: false,
         }
     }
 }
@@ -152,10 +157,15 @@ fn samples(
             let mut v = vec![(t2i, Task::TextToImage)];
             let (describe, questions): (Vec<_>, Vec<_>) =
                 qa.iter().cloned().partition(|(q, _)| q == DESCRIBE);
-            let questions = questions
+            let mut chats: Vec<Vec<(String, String)>> = questions
                 .chunks(opts.qa_turns)
-                .map(|turns| reason_first(turns.to_vec(), reasoning.as_deref(), opts.turn_layout));
-            for turns in questions.chain(describe.chunks(1).map(<[_]>::to_vec)) {
+                .map(|turns| reason_first(turns.to_vec(), reasoning.as_deref(), opts.turn_layout))
+                .collect();
+            match chats.last_mut() {
+                Some(last) if opts.describe_last => last.extend(describe),
+                _ => chats.extend(describe.chunks(1).map(<[_]>::to_vec)),
+            }
+            for turns in chats {
                 let sample = fmt.chat_turns_sample(&codes[0], h, w, &turns, opts.turn_layout)?;
                 v.push((sample, Task::Understanding));
             }
