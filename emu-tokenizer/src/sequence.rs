@@ -300,14 +300,7 @@ impl<'a, E: EncodeText> SequenceFormat<'a, E> {
     /// Training sample for generation: `BOS caption <image block> EOS`. Pass `""` as the caption to
     /// train the unconditional (CFG) stream.
     pub fn t2i_sample(&self, caption: &str, codes: &[i64], h: i64, w: i64) -> Result<Sample> {
-        let mut out = Sample::default();
-        out.push(&[self.vocab.special.bos], Role::Context);
-        out.push(&self.text(caption)?, Role::Target);
-        let img = self.image_block(codes, h, w)?;
-        out.ids.extend(img.ids);
-        out.roles.extend(img.roles);
-        out.push(&[self.vocab.special.eos], Role::Context);
-        Ok(out)
+        self.t2i(caption, None, codes, h, w)
     }
 
     /// Training sample for planned generation: `BOS caption ": " plan <image block> EOS`, the
@@ -320,16 +313,34 @@ impl<'a, E: EncodeText> SequenceFormat<'a, E> {
         h: i64,
         w: i64,
     ) -> Result<Sample> {
+        self.t2i(caption, Some(plan), codes, h, w)
+    }
+
+    fn t2i(
+        &self,
+        caption: &str,
+        plan: Option<&str>,
+        codes: &[i64],
+        h: i64,
+        w: i64,
+    ) -> Result<Sample> {
         let mut out = Sample::default();
         out.push(&[self.vocab.special.bos], Role::Context);
         out.push(&self.text(caption)?, Role::Target);
-        out.push(&self.text(&format!("{PLAN_MARK} {plan}"))?, Role::Plan);
+        if let Some(plan) = plan {
+            out.push(&self.text(&format!("{PLAN_MARK} {plan}"))?, Role::Plan);
+        }
         let start = out.len();
         let img = self.image_block(codes, h, w)?;
         out.ids.extend(img.ids);
         out.roles.extend(img.roles);
-        debug_assert_eq!(out.ids[start], self.vocab.special.boi, "an image block opens with BOI");
-        out.roles[start] = Role::Plan;
+        if plan.is_some() {
+            debug_assert_eq!(
+                out.ids[start], self.vocab.special.boi,
+                "an image block opens with BOI"
+            );
+            out.roles[start] = Role::Plan;
+        }
         out.push(&[self.vocab.special.eos], Role::Context);
         Ok(out)
     }

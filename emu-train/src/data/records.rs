@@ -162,8 +162,9 @@ pub fn world_records(cfg: &WorldData) -> Vec<Record> {
                 .map(|q| (q.question, q.answer))
                 .collect();
             qa.push((DESCRIBE.to_string(), describe));
-            let reasoning = cfg.reasoning.then(|| world::layout(&scene));
-            let plan = cfg.plan.then(|| world::layout(&scene));
+            let layout = (cfg.reasoning || cfg.plan).then(|| world::layout(&scene));
+            let reasoning = layout.clone().filter(|_| cfg.reasoning);
+            let plan = layout.filter(|_| cfg.plan);
             Record::Image { image: world::render(&scene, cfg.size), caption, qa, reasoning, plan }
         })
         .collect();
