@@ -17,6 +17,11 @@ pub struct Extensions {
     /// emu-eval), so its answers do too; benchmarks judge the answer after it, and take its
     /// answers' loss in that form.
     pub reasoning: bool,
+    /// Its answers to questions that search the image (relations, counts of one shape or
+    /// colour) placed what they search for first ("red circle top left, blue star bottom right:
+    /// yes"; `world::placed_first` in emu-eval), so benchmarks judge the answer after that and
+    /// take those answers' loss in that form.
+    pub place_first: bool,
     /// The guidance scale its training run evaluated it with, which `emu generate` and `emu
     /// eval` use unless told otherwise. A planning model's prompt says far more about its image
     /// than a caption alone, and Emu3's scale of 3 then overshoots.
@@ -37,7 +42,8 @@ impl Extensions {
         serde_json::from_str(&text).with_context(|| {
             format!(
                 "{} is not a valid extensions file; expected {{\"plan\": true|false, \
-                 \"reasoning\": true|false, \"cfg_scale\": a number}}",
+                 \"reasoning\": true|false, \"place_first\": true|false, \"cfg_scale\": \
+                 a number}}",
                 path.display()
             )
         })
@@ -54,7 +60,9 @@ mod tests {
         assert_eq!(Extensions::load(dir.path()).unwrap(), Extensions::default());
         std::fs::write(dir.path().join(Extensions::FILE), r#"{"plan": true}"#).unwrap();
         let e = Extensions::load(dir.path()).unwrap();
-        assert_eq!(e, Extensions { plan: true, reasoning: false, cfg_scale: None });
+        assert_eq!(e, Extensions { plan: true, ..Extensions::default() });
+        std::fs::write(dir.path().join(Extensions::FILE), r#"{"place_first": true}"#).unwrap();
+        assert!(Extensions::load(dir.path()).unwrap().place_first);
         std::fs::write(dir.path().join(Extensions::FILE), r#"{"cfg_scale": 1.5}"#).unwrap();
         assert_eq!(Extensions::load(dir.path()).unwrap().cfg_scale, Some(1.5));
         std::fs::write(dir.path().join(Extensions::FILE), r#"{"plans": 1}"#).unwrap();

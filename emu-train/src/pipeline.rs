@@ -267,6 +267,7 @@ pub fn run(
         extensions: emu_model::Extensions {
             plan: store.index.plan,
             reasoning: store.index.reasoning,
+            place_first: cfg.sources.iter().any(|s| matches!(s, Source::World(w) if w.place_first)),
             cfg_scale: Some(cfg.eval.generation.cfg_scale),
         },
     };

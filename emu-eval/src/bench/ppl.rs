@@ -1,6 +1,6 @@
 //! `ppl`: held-out loss per modality, in nats per token. Images: the visual codes of
-//! text-to-image samples; text: the answers of understanding samples (after the scene's layout
-//! for a model that reasons first); video: the codes of text-to-video samples. Held-out world scenes use
+//! text-to-image samples; text: the answers of understanding samples (after the scene's layout,
+//! or what they search for placed, for a model that reasons first); video: the codes of text-to-video samples. Held-out world scenes use
 //! seeds no training set uses. Codes are the generator's business and answers the chat model's,
 //! so each loss is taken on its own model.
 //!
@@ -69,13 +69,16 @@ pub fn run(models: Models<'_>, opts: &BenchOptions) -> Result<BenchResult> {
     };
     let chat_fmt = models.chat.format();
     // A chat model that reasons first is judged on the answers it was taught to give: the
-    // scene's layout, then the answer.
-    let reasons = models.chat.extensions.reasoning;
+    // scene's layout (or what the question searches for, placed), then the answer.
+    let ext = models.chat.extensions;
     let mut chat = Vec::new();
     for ((seed, s), c) in scenes.iter().zip(chat_codes) {
         for q in world::scene_questions(s, *seed).into_iter().take(2) {
-            let answer = if reasons {
+            let places = world::placed_first(&q.question, &s.objects).filter(|_| ext.place_first);
+            let answer = if ext.reasoning {
                 world::reasoned_answer(&world::layout(s), &q.answer)
+            } else if let Some(places) = places {
+                world::reasoned_answer(&places, &q.answer)
             } else {
                 q.answer
             };
@@ -112,7 +115,14 @@ pub fn run(models: Models<'_>, opts: &BenchOptions) -> Result<BenchResult> {
                 ""
             },
             chat.len(),
-            if reasons { " (each after the scene's layout, as this model reasons)" } else { "" },
+            if ext.reasoning {
+                " (each after the scene's layout, as this model reasons)"
+            } else if ext.place_first {
+                " (those that search the image after what they search for, placed, as this \
+                 model answers)"
+            } else {
+                ""
+            },
             t2v.len()
         ),
         metrics,

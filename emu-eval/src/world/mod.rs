@@ -44,7 +44,10 @@ pub use geneval::{
 pub use geneval_json::{from_geneval_json, to_geneval_json};
 pub use metrics::{AttributeScore, VqaReport, caption_attribute_score, vqa_accuracy};
 pub use parse::{ObjectView, parse_caption, scan_caption, text_holds};
-pub use qa::{QaKind, QaPair, answer_question, sample_question, scene_questions, video_questions};
+pub use qa::{
+    QaKind, QaPair, answer_question, placed_first, sample_question, scene_questions,
+    video_questions,
+};
 pub use render::render;
 pub use scene::{Background, Cell, Color, Object, ObjectSpec, Relation, Scene, Shape, Size};
 pub use text::{

@@ -177,6 +177,74 @@ pub fn video_questions(video: &VideoScene, seed: u64) -> Vec<QaPair> {
     out
 }
 
+/// "is the red circle above the blue star?" → (above, "red circle", "blue star").
+fn relation_parts(question: &str) -> Option<(Relation, &str, &str)> {
+    let body = question.strip_prefix("is the ")?.strip_suffix('?')?;
+    Relation::ALL.into_iter().find_map(|r| {
+        let (a, b) = body.split_once(&format!(" {} the ", r.phrase()))?;
+        Some((r, a, b))
+    })
+}
+
+/// What an answer states first when its question searches the image ([`reasoned_answer`]
+/// (super::text::reasoned_answer) puts the answer after it): the objects searched for, each with
+/// its cell, in the words of [`layout`](super::text::layout). For a relation, its two objects in
+/// the order it names them: "is the red circle above the blue star?" → "red circle top left, blue
+/// star bottom right". For a count of one shape or colour, what it counts in reading order: "how
+/// many circles are there?" → "red circle top left, blue circle bottom right". For a colour, the
+/// one object of its shape: "what color is the circle?" → "red circle top left". `None` for other
+/// questions (the count of all objects needs no search, and a shape question finds its object by
+/// colour, which the codes show directly), when a relation's object is not named uniquely, or
+/// when nothing is found.
+pub fn placed_first(question: &str, objects: &[Object]) -> Option<String> {
+    relation_places(question, objects)
+        .or_else(|| count_places(question, objects))
+        .or_else(|| color_places(question, objects))
+}
+
+/// "what color is the circle?" → "orange circle top right": the one object of that shape.
+fn color_places(question: &str, objects: &[Object]) -> Option<String> {
+    let shape = question.strip_prefix("what color is the ")?.strip_suffix('?')?;
+    let s = Shape::from_name(shape)?;
+    let mut it = objects.iter().filter(|o| o.shape == s);
+    let o = it.next()?;
+    it.next().is_none().then(|| format!("{} {}", name(o), o.cell.name()))
+}
+
+fn relation_places(question: &str, objects: &[Object]) -> Option<String> {
+    let (_, a, b) = relation_parts(question)?;
+    let cell = |n: &str| {
+        let mut it = objects.iter().filter(|o| name(o) == n);
+        let first = it.next()?;
+        it.next().is_none().then_some(first.cell)
+    };
+    Some(format!("{a} {}, {b} {}", cell(a)?.name(), cell(b)?.name()))
+}
+
+fn count_places(question: &str, objects: &[Object]) -> Option<String> {
+    let q = question.strip_prefix("how many ")?.strip_suffix(" are there?")?;
+    let pick: Box<dyn Fn(&Object) -> bool> = match q.split_once(' ') {
+        Some((color, "objects")) => {
+            let c = Color::from_name(color)?;
+            Box::new(move |o: &Object| o.color == c)
+        }
+        None if q != "objects" => {
+            let s = Shape::ALL.into_iter().find(|s| s.plural() == q)?;
+            Box::new(move |o: &Object| o.shape == s)
+        }
+        _ => return None,
+    };
+    let mut found: Vec<&Object> = objects.iter().filter(|o| pick(o)).collect();
+    found.sort_by_key(|o| o.cell.reading_order());
+    (!found.is_empty()).then(|| {
+        found
+            .iter()
+            .map(|o| format!("{} {}", name(o), o.cell.name()))
+            .collect::<Vec<_>>()
+            .join(", ")
+    })
+}
+
 /// Answers a question of our templates from objects (truth, detections or tracks): the
 /// detector-based "oracle" VQA model. `None` for questions outside the templates or whose
 /// subject is not uniquely present.
@@ -227,11 +295,7 @@ pub fn answer_question(question: &str, objects: &[ObjectView]) -> Option<String>
             unique(&|v: &ObjectView| v.appears)?.shape.name().to_string()
         }
         ["is", "the", ..] => {
-            let body = q.strip_prefix("is the ")?;
-            let (rel, a, b) = Relation::ALL.into_iter().find_map(|r| {
-                let (a, b) = body.split_once(&format!(" {} the ", r.phrase()))?;
-                Some((r, a, b))
-            })?;
+            let (rel, a, b) = relation_parts(question)?;
             yes_no(rel.holds_cells(named(a)?.cell, named(b)?.cell)).into()
         }
         _ => return None,
@@ -299,6 +363,77 @@ mod tests {
             }
         }
         assert_eq!(kinds.len(), 4, "every still-image kind should be asked: {kinds:?}");
+    }
+
+    #[test]
+    fn a_relation_is_placed_first_as_its_two_objects_in_question_order() {
+        use Color::*;
+        let s = Scene::new(
+            vec![
+                obj(Shape::Star, Yellow, 0, 0),
+                obj(Shape::Circle, Red, 1, 0),
+                obj(Shape::Circle, Red, 0, 1),
+                obj(Shape::Circle, Blue, 1, 1),
+            ],
+            Background::Plain { base: [128; 3] },
+        );
+        let r = |q: &str| placed_first(q, &s.objects);
+        assert_eq!(
+            r("is the blue circle below the yellow star?").as_deref(),
+            Some("blue circle bottom right, yellow star top left")
+        );
+        // Two red circles: neither can be placed. Other questions have no such reasoning.
+        assert_eq!(r("is the red circle above the blue circle?"), None);
+        assert_eq!(r("how many objects are there?"), None);
+        // The layout's words read back as the two objects' true places.
+        for seed in 0..300 {
+            let s = Scene::random(seed);
+            for q in scene_questions(&s, seed).into_iter().filter(|q| q.kind == QaKind::Relation) {
+                let text = placed_first(&q.question, &s.objects).expect("named objects");
+                let read = super::super::text::read_layout(&text).expect("layout words");
+                for (c, sh, cell) in read {
+                    assert!(s.objects.iter().any(|o| (o.color, o.shape, o.cell) == (c, sh, cell)));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_count_is_placed_first_as_what_it_counts_in_reading_order() {
+        use Color::*;
+        let s = Scene::new(
+            vec![
+                obj(Shape::Circle, Blue, 1, 1),
+                obj(Shape::Star, Red, 1, 0),
+                obj(Shape::Circle, Red, 0, 1),
+            ],
+            Background::Plain { base: [128; 3] },
+        );
+        let r = |q: &str| placed_first(q, &s.objects);
+        assert_eq!(
+            r("how many circles are there?").as_deref(),
+            Some("red circle bottom left, blue circle bottom right")
+        );
+        assert_eq!(
+            r("how many red objects are there?").as_deref(),
+            Some("red star top right, red circle bottom left")
+        );
+        assert_eq!(r("how many squares are there?"), None);
+        assert_eq!(r("how many objects are there?"), None);
+        assert_eq!(r("what color is the star?").as_deref(), Some("red star top right"));
+        assert_eq!(r("what color is the circle?"), None, "two circles");
+        assert_eq!(r("what shape is the blue object?"), None);
+        // As many items as the answer counts, each a true object.
+        for seed in 0..300 {
+            let s = Scene::random(seed);
+            let views: Vec<ObjectView> = s.objects.iter().map(ObjectView::from).collect();
+            for q in scene_questions(&s, seed).into_iter().filter(|q| q.kind == QaKind::Count) {
+                let Some(text) = placed_first(&q.question, &s.objects) else { continue };
+                let read = super::super::text::read_layout(&text).expect("layout words");
+                let n = answer_question(&q.question, &views).unwrap();
+                assert_eq!(number_word(read.len()), n, "{}: {text}", q.question);
+            }
+        }
     }
 
     #[test]

@@ -45,7 +45,8 @@ pub struct WorldData {
     /// Frames per video (a multiple of the tokenizer's temporal factor).
     pub frames: usize,
     pub fps: i64,
-    /// Question/answer pairs per image, besides the description.
+    /// Distinct question/answer pairs per image, besides the description: beyond one of each
+    /// kind the scene supports, further subjects and relations (a lone object runs out sooner).
     pub qa_per_image: usize,
     /// Share of images drawn from GenEval-style prompts (their example scenes) rather than random
     /// scenes, so that every prompt form of the benchmark's language is seen in training.
@@ -70,6 +71,13 @@ pub struct WorldData {
     /// then writes the layout first, where counting objects and placing them are decisions over
     /// a few words rather than over the image's codes.
     pub plan: bool,
+    /// Whether questions that search the image are answered after what they search for is
+    /// placed ([`world::placed_first`]): "is the red circle above the blue star?" "red circle top
+    /// left, blue star bottom right: no"; "how many circles are there?" "red circle top left,
+    /// blue circle bottom right: two"; "what color is the star?" "red star top right: red". The
+    /// model then compares or counts places it wrote rather than objects it must find among the
+    /// codes in one step.
+    pub place_first: bool,
     pub seed: u64,
 }
 
@@ -87,6 +95,7 @@ impl Default for WorldData {
             complete_caption_share: 0.5,
             reasoning: false,
             plan: false,
+            place_first: false,
             seed: 1,
         }
     }
@@ -152,15 +161,14 @@ pub fn world_records(cfg: &WorldData) -> Vec<Record> {
             let describe =
                 world::caption_with(&scene, CaptionTemplate::Inventory(Detail::ColorShape), seed)
                     .unwrap_or_else(|| caption.clone());
-            // scene_questions lists its kinds in a fixed order (colour, shape, count, relation),
-            // so take a random subset: the first few alone would never teach relations.
-            let mut questions = world::scene_questions(&scene, seed);
-            questions.shuffle(&mut ChaCha8Rng::seed_from_u64(seed ^ 0x005e_ed0a));
-            let mut qa: Vec<(String, String)> = questions
-                .into_iter()
-                .take(cfg.qa_per_image)
-                .map(|q| (q.question, q.answer))
-                .collect();
+            let mut qa = image_questions(&scene, seed, cfg.qa_per_image);
+            if cfg.place_first {
+                for (q, a) in &mut qa {
+                    if let Some(places) = world::placed_first(q, &scene.objects) {
+                        *a = world::reasoned_answer(&places, a);
+                    }
+                }
+            }
             qa.push((DESCRIBE.to_string(), describe));
             let layout = (cfg.reasoning || cfg.plan).then(|| world::layout(&scene));
             let reasoning = layout.clone().filter(|_| cfg.reasoning);
@@ -169,6 +177,29 @@ pub fn world_records(cfg: &WorldData) -> Vec<Record> {
         })
         .collect();
     out.extend((0..cfg.videos).into_par_iter().map(|i| video_record(cfg, i)).collect::<Vec<_>>());
+    out
+}
+
+/// Up to `n` distinct questions about `scene`. scene_questions asks one of each kind the scene
+/// supports, in a fixed order (colour, shape, count, relation), so each of its draws is shuffled:
+/// the first few alone would never teach relations. Past one draw, further draws (other subjects,
+/// other relations) follow until `n` distinct questions are found or the scene runs out.
+fn image_questions(scene: &Scene, seed: u64, n: usize) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = Vec::with_capacity(n);
+    for draw in 0..4 * n as u64 {
+        if out.len() >= n {
+            break;
+        }
+        // The first draw keeps the seeds that one draw had, so `n` up to four asks as before.
+        let qseed = if draw == 0 { seed } else { seed ^ (draw << 48) };
+        let mut questions = world::scene_questions(scene, qseed);
+        questions.shuffle(&mut ChaCha8Rng::seed_from_u64(qseed ^ 0x005e_ed0a));
+        for q in questions {
+            if out.len() < n && !out.iter().any(|(asked, _)| *asked == q.question) {
+                out.push((q.question, q.answer));
+            }
+        }
+    }
     out
 }
 
@@ -314,6 +345,67 @@ pub fn corpus(records: &[Record]) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn more_questions_than_kinds_come_from_further_draws() {
+        let scene = Scene::random_with(3, 4);
+        let one_draw = world::scene_questions(&scene, 3).len();
+        let many = image_questions(&scene, 3, 10);
+        assert_eq!(many.len(), 10, "a four-object scene supports ten questions: {many:?}");
+        let distinct: std::collections::BTreeSet<_> = many.iter().map(|q| &q.0).collect();
+        assert_eq!(distinct.len(), 10, "{many:?}");
+        // Up to one draw's worth, the questions are that draw's (shuffled): what four asked before.
+        let few = image_questions(&scene, 3, one_draw);
+        assert_eq!(few[..], many[..one_draw]);
+        // Every answer is the truth about the scene.
+        let views: Vec<world::ObjectView> = scene.objects.iter().map(Into::into).collect();
+        for (q, a) in &many {
+            assert_eq!(world::answer_question(q, &views).as_deref(), Some(a.as_str()), "{q}");
+        }
+        // A lone object runs out: one shape, one colour, three ways to count it.
+        let lone = image_questions(&Scene::random_with(5, 1), 5, 10);
+        assert_eq!(lone.len(), 5, "{lone:?}");
+    }
+
+    #[test]
+    fn searching_answers_place_first_only_when_asked() {
+        let answers = |place_first: bool| -> Vec<(String, String)> {
+            let cfg = WorldData {
+                images: 60,
+                videos: 0,
+                qa_per_image: 6,
+                place_first,
+                ..WorldData::default()
+            };
+            world_records(&cfg)
+                .into_iter()
+                .flat_map(|r| match r {
+                    Record::Image { qa, .. } => qa,
+                    Record::Video { .. } => panic!("images only"),
+                })
+                .collect()
+        };
+        let (plain, placed) = (answers(false), answers(true));
+        assert_eq!(plain.len(), placed.len());
+        let mut searched = [0; 3];
+        for ((q, p), (q2, r)) in plain.iter().zip(&placed) {
+            assert_eq!(q, q2);
+            let searches = q.starts_with("is the ")
+                || q.starts_with("what color is the ")
+                || (q.starts_with("how many ") && q != "how many objects are there?");
+            if searches {
+                // "red circle top left, blue star bottom right: no", judged after the colon.
+                assert!(r.ends_with(&format!(": {p}")) && r.len() > p.len() + 10, "{q} {r}");
+                assert_eq!(world::metrics::normalize_answer(r), *p);
+                let kind =
+                    ["is the ", "how many ", "what color "].iter().position(|k| q.starts_with(k));
+                searched[kind.expect("a searching question")] += 1;
+            } else {
+                assert_eq!(p, r, "{q}");
+            }
+        }
+        assert!(searched.iter().all(|&n| n >= 10), "relations, counts, colours: {searched:?}");
+    }
 
     #[test]
     fn world_questions_cover_every_kind() {
