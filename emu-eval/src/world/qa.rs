@@ -313,18 +313,21 @@ mod tests {
         Object { shape, color, size: Size::Large, cell: Cell::new(col, row), jitter: [0.0; 2] }
     }
 
+    /// A scene of large `(shape, colour, col, row)` objects on a plain background.
+    fn scene(objects: &[(Shape, Color, u8, u8)]) -> Scene {
+        let objects = objects.iter().map(|&(s, c, col, row)| obj(s, c, col, row)).collect();
+        Scene::new(objects, Background::Plain { base: [128; 3] })
+    }
+
     #[test]
     fn questions_have_the_right_answers() {
         use Color::*;
         // Yellow star at (0,0), red circle at (1,0), blue circle at (1,1).
-        let s = Scene::new(
-            vec![
-                obj(Shape::Star, Yellow, 0, 0),
-                obj(Shape::Circle, Red, 1, 0),
-                obj(Shape::Circle, Blue, 1, 1),
-            ],
-            Background::Plain { base: [128; 3] },
-        );
+        let s = scene(&[
+            (Shape::Star, Yellow, 0, 0),
+            (Shape::Circle, Red, 1, 0),
+            (Shape::Circle, Blue, 1, 1),
+        ]);
         let facts = [
             ("what color is the star?", "yellow"),
             ("what shape is the red object?", "circle"),
@@ -368,15 +371,12 @@ mod tests {
     #[test]
     fn a_relation_is_placed_first_as_its_two_objects_in_question_order() {
         use Color::*;
-        let s = Scene::new(
-            vec![
-                obj(Shape::Star, Yellow, 0, 0),
-                obj(Shape::Circle, Red, 1, 0),
-                obj(Shape::Circle, Red, 0, 1),
-                obj(Shape::Circle, Blue, 1, 1),
-            ],
-            Background::Plain { base: [128; 3] },
-        );
+        let s = scene(&[
+            (Shape::Star, Yellow, 0, 0),
+            (Shape::Circle, Red, 1, 0),
+            (Shape::Circle, Red, 0, 1),
+            (Shape::Circle, Blue, 1, 1),
+        ]);
         let r = |q: &str| placed_first(q, &s.objects);
         assert_eq!(
             r("is the blue circle below the yellow star?").as_deref(),
@@ -401,14 +401,11 @@ mod tests {
     #[test]
     fn a_count_is_placed_first_as_what_it_counts_in_reading_order() {
         use Color::*;
-        let s = Scene::new(
-            vec![
-                obj(Shape::Circle, Blue, 1, 1),
-                obj(Shape::Star, Red, 1, 0),
-                obj(Shape::Circle, Red, 0, 1),
-            ],
-            Background::Plain { base: [128; 3] },
-        );
+        let s = scene(&[
+            (Shape::Circle, Blue, 1, 1),
+            (Shape::Star, Red, 1, 0),
+            (Shape::Circle, Red, 0, 1),
+        ]);
         let r = |q: &str| placed_first(q, &s.objects);
         assert_eq!(
             r("how many circles are there?").as_deref(),
