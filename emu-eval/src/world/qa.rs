@@ -369,8 +369,9 @@ mod tests {
     }
 
     #[test]
-    fn a_relation_is_placed_first_as_its_two_objects_in_question_order() {
+    fn what_a_question_searches_for_is_placed_first() {
         use Color::*;
+        // A relation: its two objects, in the order it names them.
         let s = scene(&[
             (Shape::Star, Yellow, 0, 0),
             (Shape::Circle, Red, 1, 0),
@@ -382,25 +383,9 @@ mod tests {
             r("is the blue circle below the yellow star?").as_deref(),
             Some("blue circle bottom right, yellow star top left")
         );
-        // Two red circles: neither can be placed. Other questions have no such reasoning.
+        // Two red circles: neither can be placed.
         assert_eq!(r("is the red circle above the blue circle?"), None);
-        assert_eq!(r("how many objects are there?"), None);
-        // The layout's words read back as the two objects' true places.
-        for seed in 0..300 {
-            let s = Scene::random(seed);
-            for q in scene_questions(&s, seed).into_iter().filter(|q| q.kind == QaKind::Relation) {
-                let text = placed_first(&q.question, &s.objects).expect("named objects");
-                let read = super::super::text::read_layout(&text).expect("layout words");
-                for (c, sh, cell) in read {
-                    assert!(s.objects.iter().any(|o| (o.color, o.shape, o.cell) == (c, sh, cell)));
-                }
-            }
-        }
-    }
-
-    #[test]
-    fn a_count_is_placed_first_as_what_it_counts_in_reading_order() {
-        use Color::*;
+        // A count: what it counts, in reading order; a colour: the one object of its shape.
         let s = scene(&[
             (Shape::Circle, Blue, 1, 1),
             (Shape::Star, Red, 1, 0),
@@ -420,15 +405,27 @@ mod tests {
         assert_eq!(r("what color is the star?").as_deref(), Some("red star top right"));
         assert_eq!(r("what color is the circle?"), None, "two circles");
         assert_eq!(r("what shape is the blue object?"), None);
-        // As many items as the answer counts, each a true object.
+        // Placed objects read back as true objects; a count places as many as it answers.
         for seed in 0..300 {
             let s = Scene::random(seed);
             let views: Vec<ObjectView> = s.objects.iter().map(ObjectView::from).collect();
-            for q in scene_questions(&s, seed).into_iter().filter(|q| q.kind == QaKind::Count) {
-                let Some(text) = placed_first(&q.question, &s.objects) else { continue };
+            for q in scene_questions(&s, seed) {
+                let Some(text) = placed_first(&q.question, &s.objects) else {
+                    assert!(q.kind != QaKind::Relation, "{}", q.question);
+                    continue;
+                };
                 let read = super::super::text::read_layout(&text).expect("layout words");
-                let n = answer_question(&q.question, &views).unwrap();
-                assert_eq!(number_word(read.len()), n, "{}: {text}", q.question);
+                for &(c, sh, cell) in &read {
+                    assert!(s.objects.iter().any(|o| (o.color, o.shape, o.cell) == (c, sh, cell)));
+                }
+                match q.kind {
+                    QaKind::Relation => assert_eq!(read.len(), 2, "{text}"),
+                    QaKind::Count => {
+                        let n = answer_question(&q.question, &views).unwrap();
+                        assert_eq!(number_word(read.len()), n, "{}: {text}", q.question);
+                    }
+                    _ => assert_eq!(read.len(), 1, "{text}"),
+                }
             }
         }
     }
