@@ -18,7 +18,7 @@ pub struct Extensions {
     /// answers' loss in that form.
     pub reasoning: bool,
     /// Its answers to questions that search the image (relations, counts of one shape or
-    /// colour) placed what they search for first ("red circle top left, blue star bottom right:
+    /// colour, an object's colour) placed what they search for first ("red circle top left, blue star bottom right:
     /// yes"; `world::placed_first` in emu-eval), so benchmarks judge the answer after that and
     /// take those answers' loss in that form.
     pub place_first: bool,

@@ -1,8 +1,8 @@
 //! `ppl`: held-out loss per modality, in nats per token. Images: the visual codes of
 //! text-to-image samples; text: the answers of understanding samples (after the scene's layout,
-//! or what they search for placed, for a model that reasons first); video: the codes of text-to-video samples. Held-out world scenes use
-//! seeds no training set uses. Codes are the generator's business and answers the chat model's,
-//! so each loss is taken on its own model.
+//! or what they search for placed, for a model that reasons first); video: the codes of
+//! text-to-video samples. Held-out world scenes use seeds no training set uses. Codes are the
+//! generator's business and answers the chat model's, so each loss is taken on its own model.
 //!
 //! Shapes: L tokens per sample.
 

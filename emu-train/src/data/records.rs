@@ -190,7 +190,8 @@ fn image_questions(scene: &Scene, seed: u64, n: usize) -> Vec<(String, String)> 
         if out.len() >= n {
             break;
         }
-        // The first draw keeps the seeds that one draw had, so `n` up to four asks as before.
+        // The first draw keeps the seeds the single draw had, so a scene's first questions
+        // are the ones it was asked before further draws.
         let qseed = if draw == 0 { seed } else { seed ^ (draw << 48) };
         let mut questions = world::scene_questions(scene, qseed);
         questions.shuffle(&mut ChaCha8Rng::seed_from_u64(qseed ^ 0x005e_ed0a));
