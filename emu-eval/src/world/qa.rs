@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use super::parse::ObjectView;
 use super::scene::{Color, Object, Relation, Scene, Shape};
-use super::text::{Detail, number_word, unique_detail};
+use super::text::{Detail, number_word, places, unique_detail};
 use super::video::{Event, VideoScene};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -202,47 +202,39 @@ pub fn placed_first(question: &str, objects: &[Object]) -> Option<String> {
         .or_else(|| color_places(question, objects))
 }
 
+/// The one object that `pick` selects, or `None` for none or several.
+fn only(objects: &[Object], pick: impl Fn(&Object) -> bool) -> Option<&Object> {
+    let mut it = objects.iter().filter(|o| pick(o));
+    let first = it.next()?;
+    it.next().is_none().then_some(first)
+}
+
 /// "what color is the circle?" → "orange circle top right": the one object of that shape.
 fn color_places(question: &str, objects: &[Object]) -> Option<String> {
     let shape = question.strip_prefix("what color is the ")?.strip_suffix('?')?;
     let s = Shape::from_name(shape)?;
-    let mut it = objects.iter().filter(|o| o.shape == s);
-    let o = it.next()?;
-    it.next().is_none().then(|| format!("{} {}", name(o), o.cell.name()))
+    Some(places(&[only(objects, |o| o.shape == s)?]))
 }
 
 fn relation_places(question: &str, objects: &[Object]) -> Option<String> {
     let (_, a, b) = relation_parts(question)?;
-    let cell = |n: &str| {
-        let mut it = objects.iter().filter(|o| name(o) == n);
-        let first = it.next()?;
-        it.next().is_none().then_some(first.cell)
-    };
-    Some(format!("{a} {}, {b} {}", cell(a)?.name(), cell(b)?.name()))
+    let named = |n: &str| only(objects, |o| name(o) == n);
+    Some(places(&[named(a)?, named(b)?]))
 }
 
 fn count_places(question: &str, objects: &[Object]) -> Option<String> {
     let q = question.strip_prefix("how many ")?.strip_suffix(" are there?")?;
-    let pick: Box<dyn Fn(&Object) -> bool> = match q.split_once(' ') {
-        Some((color, "objects")) => {
-            let c = Color::from_name(color)?;
-            Box::new(move |o: &Object| o.color == c)
-        }
-        None if q != "objects" => {
-            let s = Shape::ALL.into_iter().find(|s| s.plural() == q)?;
-            Box::new(move |o: &Object| o.shape == s)
-        }
+    let (color, shape) = match q.split_once(' ') {
+        Some((color, "objects")) => (Some(Color::from_name(color)?), None),
+        None if q != "objects" => (None, Some(Shape::ALL.into_iter().find(|s| s.plural() == q)?)),
         _ => return None,
     };
-    let mut found: Vec<&Object> = objects.iter().filter(|o| pick(o)).collect();
+    let mut found: Vec<&Object> = objects
+        .iter()
+        .filter(|o| color.is_none_or(|c| o.color == c) && shape.is_none_or(|s| o.shape == s))
+        .collect();
     found.sort_by_key(|o| o.cell.reading_order());
-    (!found.is_empty()).then(|| {
-        found
-            .iter()
-            .map(|o| format!("{} {}", name(o), o.cell.name()))
-            .collect::<Vec<_>>()
-            .join(", ")
-    })
+    (!found.is_empty()).then(|| places(&found))
 }
 
 /// Answers a question of our templates from objects (truth, detections or tracks): the

@@ -203,9 +203,15 @@ pub const REASONING_END: char = ':';
 /// question the world asks about a still scene can be answered by reading this text alone, which
 /// is why a chat model may say it before it answers ([`reasoned_answer`]).
 pub fn layout(scene: &Scene) -> String {
-    let mut objs = scene.objects.clone();
+    let mut objs: Vec<&Object> = scene.objects.iter().collect();
     objs.sort_by_key(|o| o.cell.reading_order());
-    objs.iter()
+    places(&objs)
+}
+
+/// Objects in a layout's words, in the order given: "red circle top left, blue star top right".
+pub fn places(objects: &[&Object]) -> String {
+    objects
+        .iter()
         .map(|o| format!("{} {} {}", o.color.name(), o.shape.name(), o.cell.name()))
         .collect::<Vec<_>>()
         .join(", ")
