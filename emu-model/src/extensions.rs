@@ -18,9 +18,9 @@ pub struct Extensions {
     /// answers' loss in that form.
     pub reasoning: bool,
     /// Its answers to questions that search the image (relations, counts of one shape or
-    /// colour, an object's colour) placed what they search for first ("red circle top left, blue star bottom right:
-    /// yes"; `world::placed_first` in emu-eval), so benchmarks judge the answer after that and
-    /// take those answers' loss in that form.
+    /// colour, an object's colour) placed what they search for first ("red circle top left, blue
+    /// star bottom right: yes"; `world::placed_first` in emu-eval), so benchmarks judge the
+    /// answer after that and take those answers' loss in that form.
     pub place_first: bool,
     /// The guidance scale its training run evaluated it with, which `emu generate` and `emu
     /// eval` use unless told otherwise. A planning model's prompt says far more about its image

@@ -188,23 +188,27 @@ impl PipelineConfig {
         // (0.387 and 0.209) with a sample of its own; joined but continued, it was never asked
         // first and came back as another question (caption F1 0.36).
         //
-        // Relation questions stayed near chance (0.55 to 0.72) however the turns were laid out,
-        // and counts of one shape or colour were right about 0.6 of the time, while the same
-        // model placed a named object in its cell 89% of the time. So the answers that search the
-        // image place what they search for first (`place_first`): "red circle top left, blue star
-        // bottom right: no", "red circle top left, blue circle bottom right: two", "red star top
-        // right: red". Each image is asked seven questions instead of four (further subjects and
-        // relations; one image's sample had filled 58% of its row). From one generator, relations
-        // alone placed first scored relation questions 0.99 on three chat seeds, against 0.69
-        // for four plain questions; what was left was whether colour questions click (0.99
-        // against 0.56 and 0.58), which 2500 chat steps instead of 1750 made likelier (0.81 and
-        // 0.98 on the two seeds that missed). With counts placed first too, 2500 steps scored
-        // VQA 0.955, 0.969 and 0.966 (counts 0.87 to 0.92) on three seeds. From a generator of
-        // 1750 steps colour missed (0.59; VQA 0.838) until colour questions placed their object
-        // first too (0.93; VQA 0.938, same seed). Ten plain questions an image scored relations
-        // 0.55, and places asked as questions of their own ("where is the red circle?") did not
-        // help. The generator gives up 400 steps for the chat phase's 750: GenEval 0.852 at 1750
-        // steps against 0.865 at 2150 (one training seed each).
+        // Relation questions stayed near chance (0.55 to 0.72) however the turns were laid out, and
+        // counts of one shape or colour were right about 0.6 of the time, while the same model
+        // placed a named object in its cell 89% of the time. So the answers that search the image
+        // place what they search for first (`place_first`): "red circle top left, blue star bottom
+        // right: no", "red circle top left, blue circle bottom right: two", "star top right: red".
+        // Each image is asked seven questions instead of four (further subjects and relations; one
+        // image's sample had filled 58% of its row). From one generator, relations alone placed
+        // first scored relation questions 0.99 on three chat seeds, against 0.69 for four plain
+        // questions; what was left was whether colour questions click (0.99 against 0.56 and 0.58),
+        // which 2500 chat steps instead of 1750 made likelier (0.81 and 0.98 on the two seeds that
+        // missed). With counts placed first too, 2500 steps scored VQA 0.955, 0.969 and 0.966
+        // (counts 0.87 to 0.92) on three seeds. Colour questions placed their object first as well,
+        // at first with its colour ("red star top right: red"), and still missed on some seeds
+        // (0.65 in a fresh clone's run): the answer named the colour before it had found the
+        // object, often another object's. Placed by shape and cell alone ("star top right: red"),
+        // they scored 0.99 to 1.00 on four seeds from that clone's generator, the one that had
+        // missed among them (VQA 0.969, 0.961, 0.964 and 0.944). A colour answer after the whole
+        // layout (every object of the scene) read back the wrong object (0.58). Ten plain questions
+        // an image scored relations 0.55, and places asked as questions of their own ("where is the
+        // red circle?") did not help. The generator gives up 400 steps for the chat phase's 750:
+        // GenEval 0.852 at 1750 steps against 0.865 at 2150 (one training seed each).
         //
         // The two phases were measured at 2400 and 2000 steps. A fresh clone on a slow day took
         // 19m55s with those (the unchanged VQ stage 144 s against 116 s the day before), so the

@@ -74,7 +74,7 @@ pub struct WorldData {
     /// Whether questions that search the image are answered after what they search for is
     /// placed ([`world::placed_first`]): "is the red circle above the blue star?" "red circle top
     /// left, blue star bottom right: no"; "how many circles are there?" "red circle top left,
-    /// blue circle bottom right: two"; "what color is the star?" "red star top right: red". The
+    /// blue circle bottom right: two"; "what color is the star?" "star top right: red". The
     /// model then compares or counts places it wrote rather than objects it must find among the
     /// codes in one step.
     pub place_first: bool,
