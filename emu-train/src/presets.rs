@@ -222,7 +222,8 @@ impl PipelineConfig {
         // With 1750 and 2500 steps, a fresh clone took 19m23s on a slow day (build 4m09s, VQ
         // 166 s against 135 s on a faster one). A generator of 1500 steps would save about 35 s
         // of that, but scored GenEval 0.860 against 0.879 on the same data, and its chat phases
-        // VQA 0.905 and 0.952 (colour 0.89 and 1.00) on two seeds against 0.969 and 0.961.
+        // VQA 0.905 and 0.952 (colour 0.89 and 1.00) on two seeds, against 0.969 and 0.961 from
+        // the 1750-step generator of an earlier fresh clone (GenEval 0.875).
         //
         // Both phases take 16 rows a step. At equal tokens, the generator at 8 rows (twice the
         // steps) scored GenEval 0.67, 0.64 and 0.55 against 0.66, 0.56 and 0.54 on three training
