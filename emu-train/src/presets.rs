@@ -219,11 +219,11 @@ impl PipelineConfig {
         // Each phase gives up another 100 steps (2150 and 1750), since the same compute took
         // 19m59s from a fresh clone on a slow day (build 5m49s, VQ 146 s).
         //
-        // With 1750 and 2500 steps, a fresh clone took 19m23s in a slow hour (build 4m09s, VQ 166
-        // s) and 16m46s an hour later (build 3m23s, VQ 141 s). A generator of 1500 steps would save
-        // about 35 s of that, but scored GenEval 0.860 against 0.879 on the same data, and its chat
-        // phases VQA 0.905 and 0.952 (colour 0.89 and 1.00) on two seeds, against 0.969 and 0.961
-        // from the 1750-step generator of an earlier fresh clone (GenEval 0.875).
+        // With 1750 and 2500 steps, a fresh clone took 19m23s in a slow hour (build 4m09s, VQ
+        // 166 s) and 16m46s an hour later (build 3m23s, VQ 141 s). A generator of 1500 steps would
+        // save about 35 s of that, but scored GenEval 0.860 against 0.879 on the same data, and
+        // its chat phases VQA 0.905 and 0.952 (colour 0.89 and 1.00) on two seeds, against 0.969
+        // and 0.961 from the 1750-step generator of an earlier fresh clone (GenEval 0.875).
         //
         // Both phases take 16 rows a step. At equal tokens, the generator at 8 rows (twice the
         // steps) scored GenEval 0.67, 0.64 and 0.55 against 0.66, 0.56 and 0.54 on three training
