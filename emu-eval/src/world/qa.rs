@@ -226,17 +226,33 @@ fn relation_places(question: &str, objects: &[Object]) -> Option<String> {
     Some(places(&[named(a)?, named(b)?]))
 }
 
-fn count_places(question: &str, objects: &[Object]) -> Option<String> {
+/// What a count of one colour or shape counts: "how many red objects are there?" → (red, any);
+/// "how many circles are there?" → (any, circle). `None` for the count of all objects and for
+/// other questions.
+fn count_subject(question: &str) -> Option<(Option<Color>, Option<Shape>)> {
     let q = question.strip_prefix("how many ")?.strip_suffix(" are there?")?;
-    let (color, shape) = match q.split_once(' ') {
-        Some((color, "objects")) => (Some(Color::from_name(color)?), None),
-        None if q != "objects" => (None, Some(Shape::ALL.into_iter().find(|s| s.plural() == q)?)),
-        _ => return None,
-    };
-    let mut found: Vec<&Object> = objects
-        .iter()
-        .filter(|o| color.is_none_or(|c| o.color == c) && shape.is_none_or(|s| o.shape == s))
-        .collect();
+    match q.split_once(' ') {
+        Some((color, "objects")) => Some((Some(Color::from_name(color)?), None)),
+        None if q != "objects" => {
+            Some((None, Some(Shape::ALL.into_iter().find(|s| s.plural() == q)?)))
+        }
+        _ => None,
+    }
+}
+
+/// Whether an object of `color` and `shape` is what [`count_subject`] counts.
+fn counted(
+    (want_color, want_shape): (Option<Color>, Option<Shape>),
+    color: Color,
+    shape: Shape,
+) -> bool {
+    want_color.is_none_or(|c| c == color) && want_shape.is_none_or(|s| s == shape)
+}
+
+fn count_places(question: &str, objects: &[Object]) -> Option<String> {
+    let subject = count_subject(question)?;
+    let mut found: Vec<&Object> =
+        objects.iter().filter(|o| counted(subject, o.color, o.shape)).collect();
     found.sort_by_key(|o| o.cell.reading_order());
     (!found.is_empty()).then(|| places(&found))
 }
@@ -270,13 +286,9 @@ pub fn answer_question(question: &str, objects: &[ObjectView]) -> Option<String>
         }
         ["how", "many", "objects", "are", "there"]
         | ["how", "many", "objects", "are", "there", "at", "the", "end"] => count(objects.len())?,
-        ["how", "many", plural, "are", "there"] => {
-            let s = Shape::ALL.into_iter().find(|s| s.plural() == plural)?;
-            count(objects.iter().filter(|v| v.shape == s).count())?
-        }
-        ["how", "many", color, "objects", "are", "there"] => {
-            let c = Color::from_name(color)?;
-            count(objects.iter().filter(|v| v.color == c).count())?
+        ["how", "many", ..] => {
+            let subject = count_subject(question)?;
+            count(objects.iter().filter(|v| counted(subject, v.color, v.shape)).count())?
         }
         ["which", "way", "does", "the", c, s, "move"] => {
             named(&format!("{c} {s}"))?.motion?.name().to_string()
